@@ -1,0 +1,1 @@
+"""Sub-commands of the ``opensky-lakehouse`` CLI (see ``lakehouse.cli.COMMANDS``)."""

@@ -1,0 +1,1 @@
+"""Pure layer transforms (``DataFrame -> DataFrame``): no I/O, chained with ``df.transform``."""

@@ -1,0 +1,44 @@
+"""The embedded broker: status reports partitions and offsets; start is idempotent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import produce, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_shows_partitions_and_end_offsets(lake):
+    produce(lake, [("k", "v")] * 7)
+    out = json.loads(run_cli(lake, "kafka", "status", "--json").stdout)
+    assert out["serving"] and out["running"]
+    assert out["partitions"] == lake.kafka.partitions
+    assert out["records"] == 7
+
+
+def test_start_again_is_a_no_op_and_creates_a_missing_topic(lake):
+    settings = lake.replace(kafka={"topic": lake.kafka.topic + ".new", "partitions": 2})
+    out = run_cli(settings, "kafka", "start")
+    assert "2 partitions" in out.stdout
+
+
+def test_broker_listens_on_loopback_only(kafka_settings):
+    from lakehouse.kafka_broker import broker_paths
+
+    config = broker_paths(kafka_settings).config.read_text()
+    listeners = [line for line in config.splitlines() if line.startswith(("listeners=", "advertised.listeners="))]
+    assert listeners and all("0.0.0.0" not in line for line in listeners)
+    assert all("127.0.0.1" in line for line in listeners)
+
+
+def test_status_when_nothing_runs(base_settings, tmp_path):
+    from tests.helpers import free_port
+
+    settings = base_settings.replace(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
+                                            "data_dir": str(tmp_path / "k")})
+    out = run_cli(settings, "kafka", "status", check=False)
+    assert out.returncode == 3
+    assert "not running" in out.stdout
