@@ -150,6 +150,7 @@ class ProducerSettings:
     batch_size: int
     flush_timeout_s: float
     delivery_timeout_s: float
+    max_block_s: float
     log_every_s: float
 
 
@@ -263,6 +264,7 @@ _POSITIVE = {
     ("producer", "batch_size"),
     ("producer", "flush_timeout_s"),
     ("producer", "delivery_timeout_s"),
+    ("producer", "max_block_s"),
     ("producer", "log_every_s"),
 }
 _NON_NEGATIVE = {
