@@ -173,6 +173,11 @@ class DashboardSettings:
     refresh_s: float
     stale_after_s: float
     trail_minutes: float
+    trail_max_versions: int
+    play_interval_s: float
+    feed_rows: int
+    trend_minutes: float
+    cache_versions: int
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,13 @@ _POSITIVE = {
     ("ml", "arrow_batch_size"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
+    ("dashboard", "stale_after_s"),
+    ("dashboard", "trail_minutes"),
+    ("dashboard", "trail_max_versions"),
+    ("dashboard", "play_interval_s"),
+    ("dashboard", "feed_rows"),
+    ("dashboard", "trend_minutes"),
+    ("dashboard", "cache_versions"),
     ("opensky", "timeout_s"),
 }
 _NON_NEGATIVE = {
