@@ -10,6 +10,7 @@ playing through history), so nothing sleeps and the sidebar does not re-run.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 # `streamlit run dashboard/app.py` puts dashboard/ on sys.path, not the project: add the
@@ -221,6 +222,7 @@ def anomaly_feed(settings: Settings, feed: pd.DataFrame, live: pd.DataFrame) -> 
 
 
 def live_page(settings: Settings) -> None:
+    started = time.perf_counter()
     reader = data.get_reader(settings)
     exists = reader.refresh()
     if not exists[data.LIVE] or reader.history().empty:
@@ -276,6 +278,8 @@ def live_page(settings: Settings) -> None:
         st.plotly_chart(charts.top_countries(reader.countries(moment)), key="countries", width="stretch")
     with scores:
         st.plotly_chart(charts.score_distribution(live), key="scores", width="stretch")
+    st.caption(f"Shown: gold.live_flights version {moment.version} · built in "
+               f"{(time.perf_counter() - started) * 1000:.0f} ms", help="read and drawn by this server")
 
 
 def main() -> None:

@@ -175,20 +175,22 @@ def window_rows(version: int) -> tuple[list[dict], list[dict]]:
     return stats, countries
 
 
-def build_gold(settings, versions: int | None = None) -> dict[str, str]:
+def build_gold(settings, versions: int | None = None, start: int = 0) -> dict[str, str]:
     """Write the known gold tables under ``settings.storage.root``; return name -> path.
 
-    ``versions`` limits how many live_flights versions are written (default: all of VERSIONS).
+    Writes the batches of live_flights versions ``start`` .. ``versions - 1`` (default: all of
+    VERSIONS); ``start=0`` also creates the empty tables, a later ``start`` goes on from there.
     """
     from deltalake import write_deltalake
 
     opts = storage_options(settings)
     names = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")
     paths = {name: delta_uri(table_path(settings, name)) for name in names}
-    for name in names:  # the job creates every table empty first (version 0)
-        write_deltalake(paths[name], to_arrow(name, []), mode="overwrite", storage_options=opts,
-                        partition_by=list(table(name).partition_by) or None)
-    for version in range(1, len(VERSIONS) if versions is None else versions):
+    if start == 0:
+        for name in names:  # the job creates every table empty first (version 0)
+            write_deltalake(paths[name], to_arrow(name, []), mode="overwrite", storage_options=opts,
+                            partition_by=list(table(name).partition_by) or None)
+    for version in range(max(start, 1), len(VERSIONS) if versions is None else versions):
         write_deltalake(paths["gold.live_flights"], to_arrow("gold.live_flights", live_rows(version)),
                         mode="overwrite", storage_options=opts)
         anomalies = anomaly_rows(version)
