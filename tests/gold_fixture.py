@@ -204,3 +204,30 @@ def build_gold(settings, versions: int | None = None, start: int = 0) -> dict[st
             write_deltalake(paths["gold.country_counts"], to_arrow("gold.country_counts", countries),
                             mode="append", storage_options=opts)
     return paths
+
+
+def silver_rows() -> list[dict]:
+    """silver.flights: every state the live versions saw, once per (icao24, event_time)."""
+    rows, offset = [], 0
+    for version in range(1, len(VERSIONS)):
+        for r in live_rows(version):
+            offset += 1
+            rows.append({**{k: r[k] for k in arrow_schema("silver.flights").names if k in r},
+                         "schema_version": 1, "snapshot_time": r["event_time"], "source": "replay",
+                         "produced_at": r["event_time"], "partition": 0, "offset": offset,
+                         "processed_at": r["event_time"], "event_date": r["event_time"].date()})
+    return rows
+
+
+def quarantine_rows() -> list[dict]:
+    bad = [("not json", "malformed_json"), ('{"icao24": "zz"}', "invalid_icao24"),
+           ('{"icao24": "abcdef", "time_position": null}', "no_position")]
+    return [{"value": value, "topic": "opensky.states", "partition": 0, "offset": 1000 + i, "reason": reason,
+             "detail": f"test record {i}", "quarantined_at": T0} for i, (value, reason) in enumerate(bad)]
+
+
+def bronze_rows() -> list[dict]:
+    """As many raw records as silver + quarantine hold, plus two duplicates."""
+    n = len(silver_rows()) + len(quarantine_rows()) + 2
+    return [{"key": "abcdef", "value": "{}", "topic": "opensky.states", "partition": 0, "offset": i,
+             "kafka_timestamp": T0, "ingested_at": T0, "ingest_date": T0.date()} for i in range(n)]
