@@ -250,7 +250,7 @@ def live_page(settings: Settings) -> None:
         moment = reader.moment(st.session_state.version)
         live_all = reader.live(moment.version)
         before_all = reader.live(moment.previous) if moment.previous is not None else None
-        flagged = reader.anomalies(moment, settings.dashboard.trend_minutes)
+        flagged = reader.anomalies(moment, settings.dashboard.feed_minutes)
     except data.VersionUnavailable as exc:
         st.warning(f"{exc}. Showing the newest version instead.")
         st.session_state.live = True

@@ -164,10 +164,12 @@ class DeltaSource:
             self._history = self._history[self._history.version > version].reset_index(drop=True)
 
     def read(self, version: int, columns: list[str], key: str = "", filter_expr=None,
-             partitions=None, dt=None) -> pd.DataFrame:
-        """Columns of one version (optionally filtered), cached under ``(version, columns, key)``.
+             pruning=None, dt=None) -> pd.DataFrame:
+        """Columns of one version, cached under ``(version, columns, key)``.
 
-        ``key`` names the filter in the cache key; callers pass a different key per filter.
+        ``pruning`` (delta-rs tuple filters) selects the files by their statistics before any is
+        opened; ``filter_expr`` (pyarrow) then selects rows. ``key`` names the filters in the
+        cache key; callers pass a different key per filter.
         """
         cache_key = (version, tuple(columns), key)
         with self._lock:
@@ -176,7 +178,7 @@ class DeltaSource:
                 return self._cache[cache_key]
         dt = dt or self._table_at(version)
         try:
-            dataset = dt.to_pyarrow_dataset(partitions=partitions)
+            dataset = dt.to_pyarrow_dataset(file_pruning_predicate=pruning)
             # Single-threaded scan: pyarrow's scanner threads abort the process at interpreter
             # exit now and then (delta-io/delta-rs#2184); these reads are small anyway.
             arrow = dataset.to_table(columns=columns, filter=filter_expr, use_threads=False)
@@ -269,13 +271,12 @@ class GoldReader:
     def _read_recent_anomalies(source: DeltaSource, version: int, minutes: float) -> pd.DataFrame:
         dt = source._table_at(version)
         newest = source.newest_stat(dt, "event_time")
-        filter_expr, partitions = None, None
+        filter_expr, pruning = None, None
         if newest is not None:
             since = pd.Timestamp(newest) - timedelta(minutes=minutes)
             filter_expr = pc.field("event_time") >= pa.scalar(since.to_pydatetime(), pa.timestamp("us", "UTC"))
-            if "event_date" in dt.metadata().partition_columns:
-                partitions = [("event_date", ">=", since.date().isoformat())]
-        return source.read(version, ANOMALY_COLUMNS, f"recent:{minutes}", filter_expr, partitions, dt)
+            pruning = [("event_time", ">=", _iso(since))]
+        return source.read(version, ANOMALY_COLUMNS, f"recent:{minutes}", filter_expr, pruning, dt)
 
     def windows(self, moment: Moment, minutes: float) -> pd.DataFrame:
         """``gold.window_stats`` rows of the last ``minutes`` of windows as of ``moment``."""
@@ -300,40 +301,50 @@ class GoldReader:
             return cached
         dt = source._table_at(version)
         newest = source.newest_stat(dt, "window_start")
-        filter_expr = None
+        filter_expr, pruning = None, None
         if newest is not None:
             filter_expr = pc.field("window_start") >= pa.scalar(pd.Timestamp(newest).to_pydatetime(),
                                                                 pa.timestamp("us", "UTC"))
-        frame = source.read(version, _columns(COUNTRIES), "newest", filter_expr, None, dt)
+            pruning = [("window_start", ">=", _iso(pd.Timestamp(newest)))]
+        frame = source.read(version, _columns(COUNTRIES), "newest", filter_expr, pruning, dt)
         if not frame.empty:
             frame = frame[frame.window_start == frame.window_start.max()].reset_index(drop=True)
         return frame
 
     def trail(self, icao24: str, moment: Moment, minutes: float, max_versions: int) -> pd.DataFrame:
-        """Positions of ``icao24`` over the ``minutes`` of event time up to ``moment``.
+        """Positions of ``icao24`` over the ``minutes`` of event time up to ``moment``, oldest first.
 
-        Read from the ``gold.live_flights`` versions committed in that span (at most
-        ``max_versions`` of them, evenly spaced, the moment's own always included) and from the
-        aircraft's flagged states in ``gold.anomalies``. Oldest first.
+        Read from ``gold.live_flights`` versions walking back from the moment (at most
+        ``max_versions`` reads, spaced by the event time a version advances, on a grid of
+        versions so that the next refresh finds them cached) and from the aircraft's flagged
+        states in ``gold.anomalies``.
         """
         live = self.sources[LIVE]
-        history = self.history()
-        span = history[(history.version <= moment.version)
-                       & (history.committed_at >= moment.committed_at - timedelta(minutes=minutes))]
-        versions = span.version.tolist()
-        if len(versions) > max_versions:
-            step = len(versions) / max_versions
-            versions = sorted({versions[int(i * step)] for i in range(max_versions)} | {versions[-1]})
-        parts = []
+        versions = self.history().version.tolist()
+        versions = versions[: versions.index(moment.version) + 1] if moment.version in versions else []
+        spacing_s = minutes * 60.0 / max(max_versions, 1)
         only = pc.field("icao24") == icao24
-        for version in versions:
+        parts, newest, last, stride, reads = [], None, None, 1, 0
+        version = versions[-1] if versions else None
+        while version is not None and version >= versions[0] and reads < max_versions:
             full = live.cached(version, LIVE_COLUMNS)
             try:
                 part = (full[full.icao24 == icao24][TRAIL_COLUMNS] if full is not None
                         else live.read(version, TRAIL_COLUMNS, f"icao24={icao24}", only))
             except VersionUnavailable:
-                continue
-            parts.append(part)
+                break
+            reads += 1
+            if not part.empty:
+                seen = part.event_time.max()
+                newest = seen if newest is None else newest
+                if seen < newest - timedelta(minutes=minutes):
+                    break
+                if last is not None and last[0] > version and last[1] > seen:
+                    per_version_s = (last[1] - seen).total_seconds() / (last[0] - version)
+                    stride = max(1, round(spacing_s / per_version_s))
+                last = (version, seen)
+                parts.append(part)
+            version = ((version - 1) // stride) * stride
         flagged = self.anomalies(moment, minutes)
         parts.append(flagged[flagged.icao24 == icao24][TRAIL_COLUMNS])
         parts = [p for p in parts if not p.empty]
@@ -344,6 +355,11 @@ class GoldReader:
         if points.empty:
             return points
         return points[points.event_time >= points.event_time.max() - timedelta(minutes=minutes)]
+
+
+def _iso(ts: pd.Timestamp) -> str:
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _columns(name: str) -> list[str]:

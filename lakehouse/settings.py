@@ -175,6 +175,7 @@ class DashboardSettings:
     trail_minutes: float
     trail_max_versions: int
     play_interval_s: float
+    feed_minutes: float
     feed_rows: int
     trend_minutes: float
     cache_versions: int
@@ -262,6 +263,7 @@ _POSITIVE = {
     ("dashboard", "trail_minutes"),
     ("dashboard", "trail_max_versions"),
     ("dashboard", "play_interval_s"),
+    ("dashboard", "feed_minutes"),
     ("dashboard", "feed_rows"),
     ("dashboard", "trend_minutes"),
     ("dashboard", "cache_versions"),
