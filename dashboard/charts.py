@@ -28,12 +28,12 @@ STATES = {
 TRAIL_COLOR = [255, 214, 0]
 ALTITUDE_BANDS_M = (-500.0, 25000.0)
 
-# An arrow pointing north (assets/arrow.png); IconLayer "mask" mode paints it in each row's colour.
-ARROW_ICON = {
-    "url": "data:image/png;base64,"
-    + base64.b64encode((Path(__file__).parent / "assets" / "arrow.png").read_bytes()).decode(),
-    "width": 64, "height": 64, "anchorY": 32, "mask": True,
-}
+# An arrow pointing north (assets/arrow.png), sent once as the layer's icon atlas (not per
+# aircraft); "mask" mode paints it in each row's colour. Quoted: pydeck would read a bare string
+# as a JavaScript expression.
+ARROW_ATLAS = "'data:image/png;base64," + base64.b64encode(
+    (Path(__file__).parent / "assets" / "arrow.png").read_bytes()).decode() + "'"
+ARROW_MAPPING = {"arrow": {"x": 0, "y": 0, "width": 64, "height": 64, "anchorY": 32, "mask": True}}
 
 TOOLTIP = {
     "html": (
@@ -85,16 +85,19 @@ def map_points(live: pd.DataFrame, selected: str | None = None) -> pd.DataFrame:
         "state": state,
         "state_label": state.map(lambda s: STATES[s][0]),
         "color": state.map(lambda s: STATES[s][1] + [235]),
-        "size": 20,
+        "size": 16,
         "altitude_text": frame.baro_altitude.map(lambda v: _fmt(v, "m")).where(
             ~frame.on_ground.fillna(False).astype(bool), "on ground"),
         "speed_text": frame.velocity.map(lambda v: _fmt(v, "m/s")),
         "vertical_rate_text": frame.vertical_rate.map(lambda v: _fmt(v, "m/s", 1)),
         "reasons": [reasons(row) for row in frame.to_dict("records")],
     })
+    points.loc[points.state != "normal", "size"] = 24
     if selected is not None:
         points.loc[points.icao24 == selected, "size"] = 34
-    return points
+    # Drawn in this order: anomalies and the selected aircraft on top of normal traffic.
+    order = points.state.map({"normal": 0, "rule": 1, "ml": 2, "both": 3}) + (points.icao24 == selected) * 10
+    return points.iloc[order.argsort(kind="stable")].reset_index(drop=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -126,7 +129,11 @@ def basemap_paths() -> list[dict]:
         path = []
         for dx, dy in arc:  # delta-encoded, quantized positions
             x, y = x + dx, y + dy
-            path.append([round(x * sx + tx, 3), round(y * sy + ty, 3)])
+            point = [round(x * sx + tx, 3), round(y * sy + ty, 3)]
+            if path and abs(point[0] - path[-1][0]) > 180:  # crosses the antimeridian: break the line
+                paths.append({"path": path})
+                path = []
+            path.append(point)
         paths.append({"path": path})
     return paths
 
@@ -148,9 +155,10 @@ def deck(points: pd.DataFrame, view: dict, trail: pd.DataFrame | None = None,
             "PathLayer", data=[{"path": path}], id="trail", get_path="path", get_color=TRAIL_COLOR,
             width_units=PIXELS, get_width=3, pickable=False,
         ))
-    data = _records(points.assign(icon=[ARROW_ICON] * len(points)))
+    data = _records(points.assign(icon="arrow"))
     layers.append(pdk.Layer(
-        "IconLayer", data=data, id="aircraft", get_icon="icon", get_position=["longitude", "latitude"],
+        "IconLayer", data=data, id="aircraft", icon_atlas=ARROW_ATLAS, icon_mapping=ARROW_MAPPING,
+        get_icon="icon", get_position=["longitude", "latitude"],
         get_angle="angle", get_color="color", get_size="size", size_units=PIXELS, pickable=True,
         auto_highlight=True,
     ))

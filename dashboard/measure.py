@@ -70,8 +70,11 @@ def shown_version(page, timeout_ms: float = 60_000) -> int:
     return int(footer.inner_text().split(SHOWN, 1)[1].split("·", 1)[0])
 
 
-def wait_for_version(page, version: int, timeout_ms: float = 60_000) -> None:
-    page.get_by_text(f"{SHOWN} {version} ·").wait_for(timeout=timeout_ms)
+def wait_for_version(page, version: int, timeout_ms: float = 60_000) -> float:
+    """Wait until the page shows ``version``; return the server's build time for it (ms)."""
+    footer = page.get_by_text(f"{SHOWN} {version} ·")
+    footer.wait_for(timeout=timeout_ms)
+    return float(footer.inner_text().rsplit("built in", 1)[1].split("ms", 1)[0])
 
 
 def kpi(page, label: str) -> str:
@@ -102,14 +105,14 @@ def measure(url: str, moves: int, screenshot: str | None) -> dict:
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1250})
             load_s, version = load_page(page, url)
-            steps = []
+            steps, built = [], []
             for _ in range(moves):
                 if version <= 0:
                     break
                 started = time.perf_counter()
                 slider_key(page, "ArrowLeft")
                 version -= 1
-                wait_for_version(page, version)
+                built.append(wait_for_version(page, version))
                 steps.append(time.perf_counter() - started)
             if screenshot:
                 page.wait_for_timeout(1500)  # let the map draw
@@ -123,6 +126,7 @@ def measure(url: str, moves: int, screenshot: str | None) -> dict:
         "slider_steps": len(steps),
         "slider_median_s": round(statistics.median(steps), 3) if steps else None,
         "slider_max_s": round(max(steps), 3) if steps else None,
+        "server_build_median_ms": statistics.median(built) if built else None,
         "errors_on_page": errors,
     }
 

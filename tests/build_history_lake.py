@@ -35,7 +35,8 @@ def live_batch(rng_state: dict, version: int, n: int) -> pd.DataFrame:
     frame = pd.DataFrame({
         "icao24": base.icao24, "callsign": base.callsign, "origin_country": base.country,
         "time_position": int(t.timestamp()), "event_time": t, "last_contact": t,
-        "longitude": ((lon + 180) % 360) - 180, "latitude": lat.clip(-89, 89), "baro_altitude": base.alt,
+        # Aircraft leaving the box re-enter on the other side: the traffic stays over Europe.
+        "longitude": -10 + (lon + 10) % 35, "latitude": 36 + (lat - 36) % 24, "baro_altitude": base.alt,
         "on_ground": base.alt < 50, "velocity": base.speed, "true_track": base.track,
         "vertical_rate": np.where(base.rule_flag, -20.0, 0.0), "sensors": None, "geo_altitude": base.alt,
         "squawk": "1000", "spi": False, "position_source": 0, "category": 0,
