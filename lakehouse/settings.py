@@ -142,6 +142,8 @@ class OpenSkySettings:
     max_retries: int
     backoff_base_s: float
     backoff_max_s: float
+    token_refresh_margin_s: float
+    max_retry_after_s: float
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class ProducerSettings:
     linger_ms: int
     batch_size: int
     flush_timeout_s: float
+    delivery_timeout_s: float
+    max_block_s: float
+    log_every_s: float
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class SimulatorSettings:
     aircraft: int
     interval_s: float
     anomaly_rate: float
+    ground_fraction: float
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,12 @@ class DashboardSettings:
     refresh_s: float
     stale_after_s: float
     trail_minutes: float
+    trail_max_versions: int
+    play_interval_s: float
+    feed_minutes: float
+    feed_rows: int
+    trend_minutes: float
+    cache_versions: int
 
 
 @dataclass(frozen=True)
@@ -256,7 +268,21 @@ _POSITIVE = {
     ("ml", "arrow_batch_size"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
+    ("dashboard", "stale_after_s"),
+    ("dashboard", "trail_minutes"),
+    ("dashboard", "trail_max_versions"),
+    ("dashboard", "play_interval_s"),
+    ("dashboard", "feed_minutes"),
+    ("dashboard", "feed_rows"),
+    ("dashboard", "trend_minutes"),
+    ("dashboard", "cache_versions"),
     ("opensky", "timeout_s"),
+    ("opensky", "max_retry_after_s"),
+    ("producer", "batch_size"),
+    ("producer", "flush_timeout_s"),
+    ("producer", "delivery_timeout_s"),
+    ("producer", "max_block_s"),
+    ("producer", "log_every_s"),
 }
 _NON_NEGATIVE = {
     ("kafka", "controller_port"),
@@ -264,6 +290,9 @@ _NON_NEGATIVE = {
     ("opensky", "daily_credits"),
     ("opensky", "poll_interval_s"),
     ("opensky", "max_retries"),
+    ("opensky", "backoff_base_s"),
+    ("opensky", "backoff_max_s"),
+    ("opensky", "token_refresh_margin_s"),
     ("producer", "linger_ms"),
     ("maintain", "retention_hours"),
     ("silver", "max_files_per_trigger"),
@@ -329,8 +358,8 @@ def _check(section: str, key: str, value: Any) -> None:
                 raise ConfigError(f"kafka.bootstrap_servers: expected host:port[,host:port...], got {value!r}")
     if (section, key) == ("kafka", "topic") and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
         raise ConfigError(f"kafka.topic: expected 1-249 of letters, digits, '.', '_', '-', got {value!r}")
-    if (section, key) == ("simulator", "anomaly_rate") and not 0 <= value <= 1:
-        raise ConfigError(f"simulator.anomaly_rate: expected a fraction between 0 and 1, got {value!r}")
+    if (section, key) in (("simulator", "anomaly_rate"), ("simulator", "ground_fraction")) and not 0 <= value <= 1:
+        raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
     if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
         raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
     if (section, key) == ("opensky", "bbox") and value.strip():
