@@ -98,6 +98,7 @@ class ValidationSettings:
 @dataclass(frozen=True)
 class SilverSettings:
     dedup_watermark: str
+    max_files_per_trigger: int
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class GoldSettings:
     live_window: str
     window_duration: str
     window_watermark: str
+    state_retention: str
+    max_files_per_trigger: int
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,8 @@ _NON_NEGATIVE = {
     ("opensky", "token_refresh_margin_s"),
     ("producer", "linger_ms"),
     ("maintain", "retention_hours"),
+    ("silver", "max_files_per_trigger"),
+    ("gold", "max_files_per_trigger"),
 }
 _DURATIONS = {
     ("streaming", "bronze_trigger"),
@@ -301,6 +306,7 @@ _DURATIONS = {
     ("gold", "live_window"),
     ("gold", "window_duration"),
     ("gold", "window_watermark"),
+    ("gold", "state_retention"),
 }
 
 
