@@ -12,7 +12,7 @@ import logging
 import os
 from importlib.metadata import version
 
-from lakehouse.settings import Settings, resolve_path
+from lakehouse.settings import Settings, join_path, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
+        # Database directories of the table names live under the lakehouse root, not the cwd.
+        "spark.sql.warehouse.dir": join_path(settings.storage.root, "_catalog"),
         "spark.driver.memory": settings.spark.driver_memory,
         "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": "false",
