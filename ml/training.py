@@ -11,13 +11,19 @@ import platform
 from datetime import datetime, timezone
 from importlib.metadata import version as pkg_version
 
-import numpy as np
 import pandas as pd
 
 from lakehouse.catalog import table_path
 from lakehouse.settings import Settings
 from lakehouse.status import delta_uri, storage_options
-from ml.features import FEATURES, STATE_COLUMNS, add_previous_state, build_features, imputation_medians, impute
+from ml.features import (
+    FEATURES,
+    STATE_COLUMNS,
+    add_previous_state,
+    build_features,
+    imputation_medians,
+    impute,
+)
 
 log = logging.getLogger(__name__)
 
