@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     spark = build_spark(settings, app_name="ml-measure-udf", register=False)
     # read from Parquet: a DataFrame made from pandas would ship its rows inside every task
     parquet = f"{root}/states.parquet"
-    states.to_parquet(parquet)
+    states.to_parquet(parquet, coerce_timestamps="us", allow_truncated_timestamps=False)
     df = spark.read.parquet(parquet).repartition(settings.spark.shuffle_partitions).cache()
     rows = df.count()
     result = {"rows": rows, "spark_master": settings.spark.master, "model": version, "udf": {}, "direct": None}
