@@ -174,6 +174,10 @@ class MlSettings:
     model_version: str
     arrow_batch_size: int
     random_state: int
+    score_threshold: float
+    reload_interval_s: float
+    max_training_rows: int
+    max_samples: int
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,7 @@ _POSITIVE = {
     ("simulator", "interval_s"),
     ("ml", "n_estimators"),
     ("ml", "arrow_batch_size"),
+    ("ml", "max_samples"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
     ("dashboard", "stale_after_s"),
@@ -289,6 +294,8 @@ _NON_NEGATIVE = {
     ("kafka", "max_offsets_per_trigger"),
     ("opensky", "daily_credits"),
     ("opensky", "poll_interval_s"),
+    ("ml", "reload_interval_s"),
+    ("ml", "max_training_rows"),
     ("opensky", "max_retries"),
     ("opensky", "backoff_base_s"),
     ("opensky", "backoff_max_s"),
@@ -362,6 +369,10 @@ def _check(section: str, key: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
     if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
         raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
+    if (section, key) == ("ml", "score_threshold") and not 0 <= value < 1:
+        raise ConfigError(f"ml.score_threshold: expected 0 (use the model's) or a score in (0, 1), got {value!r}")
+    if (section, key) == ("ml", "model_version") and value and not re.fullmatch(r"v\d{4,}", value):
+        raise ConfigError(f"ml.model_version: expected empty (newest) or a version such as v0003, got {value!r}")
     if (section, key) == ("opensky", "bbox") and value.strip():
         parts = value.split(",")
         try:
