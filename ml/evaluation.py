@@ -68,8 +68,9 @@ RULE_INPUT = ("icao24", "event_time", "latitude", "longitude", "baro_altitude", 
 
 def rule_hits(spark, states: pd.DataFrame, settings: Settings) -> list[tuple[str, ...]]:
     """Names of the gold rules that fire on each row of ``states`` (same order)."""
-    from lakehouse.transforms.rules import apply_rules
     from pyspark.sql import functions as F
+
+    from lakehouse.transforms.rules import apply_rules
 
     frame = states[[c for c in RULE_INPUT if c in states.columns]].copy()
     frame["_row"] = np.arange(len(frame), dtype=np.int64)

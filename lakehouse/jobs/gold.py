@@ -39,8 +39,11 @@ log = logging.getLogger("lakehouse.jobs")
 
 
 def scoring_step(spark, settings: Settings):
-    """The step that adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``."""
-    return G.no_model
+    """The step that adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``: the newest
+    (or pinned) model artefact through the iterator pandas UDF; rules only while none exists."""
+    from ml.scoring import add_ml_scores
+
+    return lambda df: add_ml_scores(df, settings)
 
 
 def _before(moment, duration: str):
@@ -105,7 +108,6 @@ def read_silver(spark, settings: Settings):
 def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, *OUTPUTS, STATE):
         ensure_table(spark, settings, name)
-    log.info("gold: no model: rules only")
     checkpoint = checkpoint_path(settings, "gold", "gold")
     query = (
         read_silver(spark, settings)

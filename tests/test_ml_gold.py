@@ -1,0 +1,66 @@
+"""The model inside the real gold job: real recorded tracks through bronze, silver and gold; a
+model trained on silver scores the next gold batch; a newer model is picked up without restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from ingestion.replay import read_replay
+from ingestion.states import response_to_records
+from lakehouse.catalog import table_path
+from lakehouse.jobs import bronze, gold, silver
+from lakehouse.jobs.common import await_queries
+from ml.cli_train import train
+from tests.helpers import produce
+
+pytestmark = pytest.mark.integration
+
+FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
+
+
+def _records(responses):
+    for response in responses:
+        for rec in response_to_records(response, "replay", 0):
+            yield rec["icao24"], json.dumps(rec)
+
+
+def _pipeline_once(spark, settings):
+    for layer in (bronze, silver, gold):
+        await_queries(layer.start(spark, settings, once=True))
+
+
+def _live(settings):
+    return DeltaTable(table_path(settings, "gold.live_flights")).to_pandas(
+        columns=["icao24", "anomaly_score", "ml_anomaly", "model_version"])
+
+
+def test_gold_scores_with_the_newest_model_without_restart(spark, lake):
+    settings = lake.replace(ml={"reload_interval_s": 0})
+    responses = list(read_replay([FIXTURE]))
+    first, second, third = responses[:100], responses[100:140], responses[140:]
+
+    produce(settings, _records(first))
+    _pipeline_once(spark, settings)
+    live = _live(settings)
+    assert len(live) > 0 and live["model_version"].isna().all()  # no model yet: rules only
+
+    v1, _ = train(settings)
+    produce(settings, _records(second))
+    await_queries(bronze.start(spark, settings, once=True))
+    await_queries(silver.start(spark, settings, once=True))
+    await_queries(gold.start(spark, settings, once=True))
+    live = _live(settings)
+    assert set(live["model_version"]) == {v1}
+    assert live["anomaly_score"].notna().all()
+
+    v2, _ = train(settings)
+    assert v2 != v1
+    produce(settings, _records(third))
+    _pipeline_once(spark, settings)
+    assert set(_live(settings)["model_version"]) == {v2}
+    anomalies = DeltaTable(table_path(settings, "gold.anomalies")).to_pandas(columns=["model_version"])
+    assert set(anomalies["model_version"].dropna()) <= {v1, v2}
