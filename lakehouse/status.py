@@ -15,24 +15,34 @@ from lakehouse.settings import Settings
 
 
 def storage_options(settings: Settings) -> dict[str, str]:
-    """``deltalake`` storage options for the configured root (empty for local paths)."""
+    """``deltalake`` (delta-rs) storage options for the configured root (empty for local paths).
+
+    The same endpoint, region, addressing style and credentials as Spark's S3A settings
+    (``lakehouse.spark.s3_conf``). Without configured keys delta-rs falls back to the AWS
+    environment variables and instance role itself.
+    """
     if not settings.storage.is_object_store:
         return {}
-    opts = {"AWS_REGION": settings.storage.s3_region}
-    if settings.storage.s3_endpoint:
-        opts["AWS_ENDPOINT_URL"] = settings.storage.s3_endpoint
-        opts["AWS_ALLOW_HTTP"] = str(settings.storage.s3_endpoint.startswith("http://")).lower()
-    if settings.storage.s3_path_style_access:
-        opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
-    if settings.secrets.aws_access_key_id:
+    st = settings.storage
+    opts = {
+        "AWS_REGION": st.s3_region,
+        # delta-rs names the style the other way round: virtual-hosted = not path-style.
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": str(not st.s3_path_style_access).lower(),
+        # Spark writes with S3SingleDriverLogStore; delta-rs here only reads. Should it write
+        # (maintenance), the single-writer rule is the same as Spark's (docs/scaling.md).
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    if st.s3_endpoint:
+        opts["AWS_ENDPOINT_URL"] = st.s3_endpoint
+        opts["AWS_ALLOW_HTTP"] = str(st.s3_endpoint.startswith("http://")).lower()
+    if settings.secrets.aws_access_key_id and settings.secrets.aws_secret_access_key:
         opts["AWS_ACCESS_KEY_ID"] = settings.secrets.aws_access_key_id
-        opts["AWS_SECRET_ACCESS_KEY"] = settings.secrets.aws_secret_access_key or ""
-    opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+        opts["AWS_SECRET_ACCESS_KEY"] = settings.secrets.aws_secret_access_key
     return opts
 
 
 def delta_uri(path: str) -> str:
-    """delta-rs speaks ``s3://``; Spark's ``s3a://`` names the same objects."""
+    """delta-rs speaks ``s3://``; Spark's ``s3a://`` names the same objects (same bucket/key)."""
     return "s3://" + path[len("s3a://"):] if path.startswith("s3a://") else path
 
 
