@@ -1,0 +1,162 @@
+"""Measure bronze throughput: local[1] vs local[2] vs a standalone cluster, local disk vs S3.
+
+    python -m tests.scale_bench --records 200000 [--modes local1,local2,cluster-file,cluster-s3]
+
+Starts its own Kafka broker, S3 server (moto) and 1-worker standalone cluster on 127.0.0.1
+(free ports, temp dirs, all stopped at the end), produces the same N records once, then runs
+``python -m lakehouse run bronze --once`` per mode on a fresh lakehouse root. Reports per mode:
+the micro-batch rate Spark measured (rows / batch duration: the steady processing rate) and
+the wall time of the whole command (JVM start, jars, executor launch included). Numbers are
+for docs/scaling.md; the machine it ran on is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lakehouse.cluster import S3Server, StandaloneCluster, free_port  # noqa: E402
+from lakehouse.settings import load_settings  # noqa: E402
+
+
+def _records(n: int):
+    for i in range(n):
+        icao = f"{0x3c0000 + i % 12000:06x}"
+        t = 1_700_000_000 + i // 12000 * 10
+        yield icao, json.dumps({
+            "icao24": icao, "callsign": f"DLH{i % 900:03d} ", "origin_country": "Germany",
+            "time_position": t, "last_contact": t, "longitude": 8.5 + (i % 97) / 100,
+            "latitude": 50.0 + (i % 89) / 100, "baro_altitude": 10000.0, "on_ground": False,
+            "velocity": 230.0, "true_track": 90.0, "vertical_rate": 0.0, "sensors": None,
+            "geo_altitude": 10100.0, "squawk": "1000", "spi": False, "position_source": 0,
+            "category": 0, "schema_version": 1, "snapshot_time": t, "source": "replay",
+            "produced_at": 1_700_000_000_000 + i,
+        })
+
+
+def _produce(settings, n: int) -> float:
+    from kafka import KafkaProducer
+
+    started = time.monotonic()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all",
+                             linger_ms=50, batch_size=262144, compression_type="gzip")
+    for key, value in _records(n):
+        producer.send(settings.kafka.topic, key=key.encode(), value=value.encode())
+    producer.flush(timeout=300)
+    producer.close()
+    return time.monotonic() - started
+
+
+def _run(settings, extra_env: dict[str, str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
+    env.update(settings.to_env())
+    env.update(extra_env)
+    env["PYTHONPATH"] = str(REPO)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "lakehouse", "run", "bronze", "--once"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=3600, check=False)
+    wall = time.monotonic() - started
+    if out.returncode != 0:
+        raise SystemExit(f"bronze failed:\n{out.stderr[-4000:]}")
+    if os.environ.get("SCALE_BENCH_LOG"):
+        Path(os.environ["SCALE_BENCH_LOG"]).write_text(out.stderr)
+    batches = [(int(m.group(1)), float(m.group(2))) for m in
+               re.finditer(r"bronze batch \d+: (\d+) rows, [\d,]+ rows/s, ([\d.]+) s", out.stderr)]
+    # The rows that landed, from the table itself (a progress event can be lost at exit).
+    from dataclasses import replace
+
+    from lakehouse.status import table_info
+
+    reader = replace(settings, secrets=replace(settings.secrets,
+                                               aws_access_key_id=extra_env.get("AWS_ACCESS_KEY_ID"),
+                                               aws_secret_access_key=extra_env.get("AWS_SECRET_ACCESS_KEY")))
+    rows = table_info(reader, "bronze.opensky_states")["rows"]
+    # The query's own time: from "started" to "processed everything available" (log clock).
+    stamps = [_seconds(m.group(1)) for m in re.finditer(
+        r"^(\d\d:\d\d:\d\d) INFO lakehouse.jobs: bronze (?:started|: processed)", out.stderr, re.M)]
+    query_s = stamps[-1] - stamps[0] if len(stamps) >= 2 else 0
+    batch_s = sum(d for _, d in batches)
+    return {"rows": rows, "batches": len(batches), "batch_s": round(batch_s, 2),
+            "batch_rate": round(rows / batch_s) if batch_s and sum(r for r, _ in batches) == rows else None,
+            "query_s": query_s, "query_rate": round(rows / query_s) if query_s else None,
+            "wall_s": round(wall, 1), "wall_rate": round(rows / wall)}
+
+
+def _seconds(hms: str) -> int:
+    h, m, s = (int(x) for x in hms.split(":"))
+    return h * 3600 + m * 60 + s
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--modes", default="local1,local2,cluster-file,cluster-s3")
+    args = parser.parse_args()
+    modes = args.modes.split(",")
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    base = load_settings(profile="test", env={}, dotenv=None).replace(
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "data_dir": str(work / "kafka"),
+               "topic": "bench.states", "partitions": args.partitions},
+        spark={"shuffle_partitions": 2},
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")},
+           **base.to_env(), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "lakehouse", "kafka", "start"], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
+    results = {}
+    try:
+        took = _produce(base, args.records)
+        print(f"produced {args.records} records to {args.partitions} partitions in {took:.1f} s", flush=True)
+        need_cluster = any(m.startswith("cluster") for m in modes)
+        with S3Server(work) as s3, StandaloneCluster(work, cores=1, memory="1g") if need_cluster else _Null() as cl:
+            for mode in modes:
+                extra = {"SPARK_LOCAL_IP": "127.0.0.1"}
+                if mode == "local1":
+                    s = base.replace(spark={"master": "local[1]"}, storage={"root": str(work / mode)})
+                elif mode == "local2":
+                    s = base.replace(spark={"master": "local[2]"}, storage={"root": str(work / mode)})
+                elif mode == "local1-s3":
+                    s = base.replace(spark={"master": "local[1]"},
+                                     storage={"root": s3.root(mode), "s3_endpoint": s3.endpoint})
+                    extra.update(s3.credentials)
+                elif mode == "cluster-file":
+                    s = base.replace(spark={"master": cl.url}, storage={"root": str(work / mode)})
+                elif mode == "cluster-s3":
+                    s = base.replace(spark={"master": cl.url},
+                                     storage={"root": s3.root(mode), "s3_endpoint": s3.endpoint})
+                    extra.update(s3.credentials)
+                else:
+                    raise SystemExit(f"unknown mode {mode}")
+                results[mode] = _run(s, extra)
+                print(f"{mode:<13} {json.dumps(results[mode])}", flush=True)
+    finally:
+        subprocess.run([sys.executable, "-m", "lakehouse", "kafka", "stop"], cwd=REPO, env=env,
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end")
+    print(json.dumps({"records": args.records, "partitions": args.partitions, "results": results}))
+    return 0
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
