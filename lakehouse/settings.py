@@ -140,6 +140,8 @@ class OpenSkySettings:
     max_retries: int
     backoff_base_s: float
     backoff_max_s: float
+    token_refresh_margin_s: float
+    max_retry_after_s: float
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class ProducerSettings:
     linger_ms: int
     batch_size: int
     flush_timeout_s: float
+    delivery_timeout_s: float
+    log_every_s: float
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class SimulatorSettings:
     aircraft: int
     interval_s: float
     anomaly_rate: float
+    ground_fraction: float
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,11 @@ _POSITIVE = {
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
     ("opensky", "timeout_s"),
+    ("opensky", "max_retry_after_s"),
+    ("producer", "batch_size"),
+    ("producer", "flush_timeout_s"),
+    ("producer", "delivery_timeout_s"),
+    ("producer", "log_every_s"),
 }
 _NON_NEGATIVE = {
     ("kafka", "controller_port"),
@@ -262,6 +272,9 @@ _NON_NEGATIVE = {
     ("opensky", "daily_credits"),
     ("opensky", "poll_interval_s"),
     ("opensky", "max_retries"),
+    ("opensky", "backoff_base_s"),
+    ("opensky", "backoff_max_s"),
+    ("opensky", "token_refresh_margin_s"),
     ("producer", "linger_ms"),
     ("maintain", "retention_hours"),
 }
@@ -329,8 +342,8 @@ def _check(section: str, key: str, value: Any) -> None:
                 raise ConfigError(f"spark.extra_conf: expected 'spark.key=value[, spark.key=value...]', got {item!r}")
     if (section, key) == ("kafka", "topic") and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
         raise ConfigError(f"kafka.topic: expected 1-249 of letters, digits, '.', '_', '-', got {value!r}")
-    if (section, key) == ("simulator", "anomaly_rate") and not 0 <= value <= 1:
-        raise ConfigError(f"simulator.anomaly_rate: expected a fraction between 0 and 1, got {value!r}")
+    if (section, key) in (("simulator", "anomaly_rate"), ("simulator", "ground_fraction")) and not 0 <= value <= 1:
+        raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
     if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
         raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
     if (section, key) == ("opensky", "bbox") and value.strip():

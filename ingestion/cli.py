@@ -1,0 +1,314 @@
+"""Send state vectors to Kafka: ``opensky-lakehouse produce --source opensky|replay|simulate``.
+
+    produce --source opensky [--bbox LAMIN,LOMIN,LAMAX,LOMAX] [--max-polls N]
+    produce --source replay --path FILE [FILE...] [--speedup N|max] [--loop]
+    produce --source simulate [--aircraft N] [--seed S] [--anomaly-rate F] [--snapshots N]
+            [--labels FILE] [--speedup N|max]
+    common: [--record FILE] [--max-records N] [--duration SECONDS]
+
+One Kafka record per state vector (ARCHITECTURE.md), key ``icao24``, idempotent producer with
+``acks=all``. ``--record`` appends every response sent, in the replay format. ``--loop`` replays
+forever, shifting all times forward so each pass continues where the previous one ended
+(the first pass starts now). SIGINT/SIGTERM stop cleanly: outstanding records are flushed and a
+final line reports what was sent and what failed. Exit status: 0 all delivered, 1 a record
+failed delivery or the source failed, 2 bad arguments or configuration.
+OpenSky credentials: ``OPENSKY_CLIENT_ID`` / ``OPENSKY_CLIENT_SECRET`` (environment or ``.env``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+log = logging.getLogger("ingestion")
+REPLAY_GAP_S = 10  # between the last snapshot of a pass and the first of the next (--loop)
+
+
+def configure(parser) -> None:
+    parser.add_argument("--source", choices=("opensky", "replay", "simulate"), required=True)
+    parser.add_argument("--path", nargs="+", metavar="FILE", help="replay file(s), plain or gzip (replay)")
+    parser.add_argument("--speedup", default=None,
+                        help="replay/simulate pace: N times real time, or max (default 1 for replay and simulate)")
+    parser.add_argument("--loop", action="store_true", help="replay forever, times shifted to look live")
+    parser.add_argument("--record", metavar="FILE", help="also append each response to this replay file")
+    parser.add_argument("--max-records", type=int, metavar="N", help="stop after exactly N records")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    parser.add_argument("--bbox", help="opensky: lamin,lomin,lamax,lomax (overrides opensky.bbox)")
+    parser.add_argument("--max-polls", type=int, metavar="N", help="opensky: stop after N polls")
+    parser.add_argument("--aircraft", type=int, help="simulate: number of aircraft (simulator.aircraft)")
+    parser.add_argument("--seed", type=int, help="simulate: random seed (simulator.seed)")
+    parser.add_argument("--anomaly-rate", type=float, help="simulate: fraction of aircraft with an anomaly")
+    parser.add_argument("--snapshots", type=int, metavar="N", help="simulate: stop after N snapshots")
+    parser.add_argument("--start-time", type=int, metavar="EPOCH_S", help="simulate: time of the first snapshot")
+    parser.add_argument("--labels", metavar="FILE", help="simulate: write the anomaly labels CSV here")
+
+
+def parse_speedup(text: str | None) -> float | None:
+    """``"max"`` -> None (no pacing), ``"10"`` -> 10.0."""
+    if text is None:
+        return 1.0
+    if text.strip().lower() == "max":
+        return None
+    value = float(text)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+class Stop:
+    """Set by SIGINT/SIGTERM; ``wait(s)`` sleeps until then and returns True when stopping."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        def handler(signum, _frame):
+            self.signal = signal.Signals(signum).name
+            self.event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    def wait(self, seconds: float) -> bool:
+        return self.event.wait(max(0.0, seconds))
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def shift_response(response: dict, offset: int) -> dict:
+    """A copy of ``response`` with ``time``, ``time_position`` and ``last_contact`` moved by ``offset`` s."""
+    if not offset:
+        return response
+    states = response.get("states")
+    if states is not None:
+        states = [
+            [*row[:3], None if row[3] is None else row[3] + offset, None if row[4] is None else row[4] + offset,
+             *row[5:]]
+            for row in states
+        ]
+    return {**response, "time": response["time"] + offset, "states": states}
+
+
+class Emitter:
+    """Sends responses to Kafka within the bounds, records them, logs progress."""
+
+    def __init__(self, producer, recorder, max_records: int | None, log_every_s: float):
+        self.producer = producer
+        self.recorder = recorder
+        self.max_records = max_records
+        self.log_every_s = log_every_s
+        self.responses = 0
+        self.states = 0
+        self.sent = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self._last_log = self.started
+
+    @property
+    def full(self) -> bool:
+        return self.max_records is not None and self.states >= self.max_records
+
+    def emit(self, response: dict) -> int:
+        states = response.get("states") or []
+        if self.max_records is not None and self.states + len(states) > self.max_records:
+            keep = self.max_records - self.states
+            response = {**response, "states": states[:keep] or None}
+            states = states[:keep]
+        if self.recorder is not None:
+            self.recorder.write(response)
+        self.producer.send_response(response)
+        self.responses += 1
+        self.states += len(states)
+        return len(states)
+
+    def flush(self) -> tuple[int, int]:
+        delivery = self.producer.flush()
+        self.sent += delivery.sent
+        self.failed += delivery.failed
+        return delivery.sent, delivery.failed
+
+    def progress(self, what: str, force: bool = False, next_at: float | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_log < self.log_every_s:
+            return
+        self._last_log = now
+        self.flush()
+        rate = self.states / max(now - self.started, 1e-9)
+        nxt = "" if next_at is None else f", next snapshot in {max(0.0, next_at - now):.1f} s"
+        log.info("%s: %d snapshots, %d states, %d sent, %d failed (%.0f records/s)%s",
+                 what, self.responses, self.states, self.sent, self.failed, rate, nxt)
+
+
+def _paced(items, speedup: float | None, stop: Stop, interval_of):
+    """Yield items, sleeping so that item times advance ``speedup`` times faster than the wall clock."""
+    start_wall = time.monotonic()
+    first = None
+    for item in items:
+        t = interval_of(item)
+        if first is None:
+            first = t
+        if speedup is not None:
+            due = start_wall + (t - first) / speedup
+            if stop.wait(due - time.monotonic()):
+                return
+        if stop.is_set():
+            return
+        yield item
+
+
+def run_replay(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
+    from ingestion.replay import ReplayStats, read_replay
+
+    if not args.path:
+        raise SystemExit("produce: --source replay needs --path FILE [FILE...]")
+    stats = ReplayStats()
+    offset = 0
+    passes = 0
+    while True:
+        first_time = last_time = None
+        stream = read_replay(args.path, stats)
+        for response in _paced(stream, speedup, stop, lambda r: r["time"]):
+            if first_time is None:
+                first_time = response["time"]
+                if args.loop and passes == 0:
+                    # the first pass starts now; each next pass continues after the previous one
+                    offset = int(time.time()) - first_time
+            last_time = response["time"]
+            emitter.emit(shift_response(response, offset) if args.loop else response)
+            emitter.progress("replay")
+            if emitter.full or _over(args, emitter):
+                break
+        passes += 1
+        if not args.loop or stop.is_set() or emitter.full or _over(args, emitter) or first_time is None:
+            break
+        offset += (last_time - first_time) + REPLAY_GAP_S
+        log.info("replay: pass %d done; next pass shifted by %+d s", passes, offset)
+    if stats.malformed:
+        log.warning("replay: %d malformed line(s) skipped: %s", stats.malformed, ", ".join(stats.malformed_where[:5]))
+    return 0
+
+
+def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
+    from ingestion.simulator import LabelWriter, Simulator
+
+    cfg = settings.simulator
+    start = args.start_time if args.start_time is not None else int(time.time() // cfg.interval_s * cfg.interval_s)
+    sim = Simulator(
+        seed=cfg.seed if args.seed is None else args.seed,
+        aircraft=cfg.aircraft if args.aircraft is None else args.aircraft,
+        anomaly_rate=cfg.anomaly_rate if args.anomaly_rate is None else args.anomaly_rate,
+        interval_s=cfg.interval_s, start_time=start, ground_fraction=cfg.ground_fraction,
+    )
+    log.info("simulate: %d aircraft, seed %s, anomaly rate %g, a snapshot every %g s from %d, speedup %s",
+             sim.n, cfg.seed if args.seed is None else args.seed, sim.anomaly_rate, cfg.interval_s, start,
+             "max" if speedup is None else f"{speedup:g}x")
+    labels = LabelWriter(args.labels) if args.labels else None
+    try:
+        pairs = _paced(sim.iter_snapshots(args.snapshots), speedup, stop, lambda p: p[0]["time"])
+        for response, snapshot_labels in pairs:
+            emitter.emit(response)
+            if labels is not None:
+                kept = {row[0] for row in response["states"] or ()}
+                labels.write([label for label in snapshot_labels if label.icao24 in kept])
+            emitter.progress("simulate")
+            if emitter.full or _over(args, emitter):
+                break
+    finally:
+        if labels is not None:
+            labels.close()
+            log.info("simulate: %d anomaly labels written to %s", labels.rows, args.labels)
+    return 0
+
+
+def run_opensky(args, settings, emitter: Emitter, stop: Stop) -> int:
+    import requests
+
+    from ingestion.opensky import AuthError, OpenSkyClient, RequestError, TokenManager
+    from ingestion.poller import Poller
+
+    cfg = settings.opensky
+    if args.bbox:
+        from lakehouse.settings import _check
+
+        _check("opensky", "bbox", args.bbox)
+        cfg = settings.replace(opensky={"bbox": args.bbox}).opensky
+    session = requests.Session()
+    tokens = None
+    if settings.secrets.has_opensky_credentials:
+        tokens = TokenManager(cfg.token_url, settings.secrets.opensky_client_id,
+                              settings.secrets.opensky_client_secret, session, timeout_s=cfg.timeout_s,
+                              margin_s=cfg.token_refresh_margin_s)
+    client = OpenSkyClient(cfg.api_url, tokens=tokens, session=session, timeout_s=cfg.timeout_s)
+
+    def sink(response: dict) -> tuple[int, int]:
+        emitter.emit(response)
+        return emitter.flush()
+
+    poller = Poller(client, sink, cfg, stop=stop.event)
+    try:
+        stats = poller.run(max_polls=args.max_polls, duration_s=args.duration)
+    except (AuthError, RequestError) as exc:
+        log.error("opensky: %s", exc)
+        return 1
+    log.info("opensky: %d polls (%d ok, %d malformed, %d given up, %d rate limited, %d retries)",
+             stats.polls, stats.polls_ok, stats.malformed, stats.polls_given_up, stats.rate_limited, stats.retries)
+    return 0
+
+
+def _over(args, emitter: Emitter) -> bool:
+    return args.duration is not None and time.monotonic() - emitter.started >= args.duration
+
+
+def run(args, settings) -> int:
+    from ingestion.producer import ProducerError, StateProducer
+    from ingestion.replay import ReplayWriter
+
+    try:
+        speedup = parse_speedup(args.speedup)
+    except ValueError:
+        log.error("produce: --speedup must be a number greater than 0 or 'max', got %r", args.speedup)
+        return 2
+    if args.max_records is not None and args.max_records < 0:
+        log.error("produce: --max-records must be 0 or more")
+        return 2
+    source = {"simulate": "simulator"}.get(args.source, args.source)
+    try:
+        producer = StateProducer(settings, source)
+    except ProducerError as exc:
+        log.error("produce: %s", exc)
+        return 1
+    stop = Stop()
+    stop.install()
+    recorder = ReplayWriter(args.record) if args.record else None
+    emitter = Emitter(producer, recorder, args.max_records, settings.producer.log_every_s)
+    log.info("produce: %s -> Kafka %s topic %s (idempotent, acks=all, %s compression)", args.source,
+             settings.kafka.bootstrap_servers, settings.kafka.topic, settings.producer.compression)
+    status = 1
+    try:
+        if args.source == "replay":
+            status = run_replay(args, settings, emitter, stop, speedup)
+        elif args.source == "simulate":
+            status = run_simulate(args, settings, emitter, stop, speedup)
+        else:
+            status = run_opensky(args, settings, emitter, stop)
+    except FileNotFoundError as exc:
+        log.error("produce: %s", exc)
+    finally:
+        delivery = producer.close()
+        emitter.sent += delivery.sent
+        emitter.failed += delivery.failed
+        if recorder is not None:
+            recorder.close()
+        elapsed = time.monotonic() - emitter.started
+        why = f" (stopped by {stop.signal})" if stop.signal else ""
+        log.info("produce: done%s: %d responses, %d states, %d sent, %d failed, %d pending in %.1f s (%.0f records/s)",
+                 why, emitter.responses, emitter.states, emitter.sent, emitter.failed, delivery.pending, elapsed,
+                 emitter.sent / max(elapsed, 1e-9))
+    if emitter.failed or delivery.pending:
+        log.error("produce: %d record(s) were not delivered", emitter.failed + delivery.pending)
+        return 1
+    return status

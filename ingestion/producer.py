@@ -1,0 +1,145 @@
+"""Kafka side of ingestion: one record per state vector, key ``icao24``, value JSON.
+
+``StateProducer(settings, source)`` wraps a kafka-python ``KafkaProducer`` configured for no
+loss and no duplicates on retry: ``enable_idempotence=True`` (the broker drops a retried batch it
+already has), ``acks="all"``, compression and batching from ``producer.*`` settings. Every send
+has a delivery callback: ``delivered`` and ``failed`` are counted from what the broker
+acknowledged, never assumed. ``flush()`` waits (bounded by ``producer.flush_timeout_s``) and
+returns the counts of the records sent since the previous flush.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from ingestion.states import response_to_records
+
+log = logging.getLogger(__name__)
+
+
+class ProducerError(RuntimeError):
+    """The broker could not be reached or the producer could not be built."""
+
+
+@dataclass
+class Delivery:
+    """Counts for the records handed over since the previous flush."""
+
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+def encode_value(record: dict) -> bytes:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+
+
+class StateProducer:
+    """Send the records of ``/states/all`` responses to ``kafka.topic``.
+
+    ``producer``: an existing kafka-python producer (tests); built from ``settings`` otherwise.
+    """
+
+    def __init__(self, settings, source: str, producer=None, topic: str | None = None):
+        self.settings = settings
+        self.source = source
+        self.topic = topic or settings.kafka.topic
+        self._lock = threading.Lock()
+        self.queued = 0
+        self.delivered = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self._marks = (0, 0, 0)  # queued, delivered, failed at the previous flush
+        self._producer = producer or self._build(settings)
+
+    @staticmethod
+    def _build(settings):
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        cfg = settings.producer
+        try:
+            return KafkaProducer(
+                bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
+                client_id="opensky-lakehouse-producer",
+                enable_idempotence=True,
+                acks="all",
+                compression_type=None if cfg.compression == "none" else cfg.compression,
+                linger_ms=cfg.linger_ms,
+                batch_size=cfg.batch_size,
+                # bounded: a record not acknowledged within this time is reported as failed
+                delivery_timeout_ms=int(cfg.delivery_timeout_s * 1000),
+                max_block_ms=int(cfg.delivery_timeout_s * 1000),
+            )
+        except KafkaError as exc:
+            raise ProducerError(
+                f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
+                "is the broker running? (opensky-lakehouse kafka start)"
+            ) from exc
+
+    # -- delivery callbacks run on the producer's I/O thread --------------------------------
+    def _ok(self, _metadata) -> None:
+        with self._lock:
+            self.delivered += 1
+
+    def _fail(self, exc) -> None:
+        with self._lock:
+            self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def send_records(self, records: list[dict]) -> int:
+        """Queue records (dicts of the Kafka record format); return how many were queued."""
+        from kafka.errors import KafkaError
+
+        for record in records:
+            key = record.get("icao24")
+            try:
+                future = self._producer.send(
+                    self.topic,
+                    key=None if key is None else str(key).encode(),
+                    value=encode_value(record),
+                )
+            except (KafkaError, ValueError, TypeError) as exc:
+                # not even queued (buffer full past max_block_ms, unserialisable value, ...)
+                with self._lock:
+                    self.queued += 1
+                self._fail(exc)
+                continue
+            with self._lock:
+                self.queued += 1
+            future.add_callback(self._ok)
+            future.add_errback(self._fail)
+        return len(records)
+
+    def send_response(self, response: dict, produced_at_ms: int | None = None) -> int:
+        """Queue one record per state of ``response``; return how many."""
+        produced_at_ms = int(time.time() * 1000) if produced_at_ms is None else produced_at_ms
+        return self.send_records(response_to_records(response, self.source, produced_at_ms))
+
+    def flush(self, timeout: float | None = None) -> Delivery:
+        """Wait for outstanding deliveries; counts since the previous flush."""
+        from kafka.errors import KafkaTimeoutError
+
+        timeout = self.settings.producer.flush_timeout_s if timeout is None else timeout
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaTimeoutError:
+            log.error("kafka: deliveries still pending after %.0f s flush timeout", timeout)
+        with self._lock:
+            q0, d0, f0 = self._marks
+            delivery = Delivery(sent=self.delivered - d0, failed=self.failed - f0,
+                                pending=self.queued - self.delivered - self.failed)
+            self._marks = (self.queued, self.delivered, self.failed)
+        if delivery.failed:
+            log.error("kafka: %d record(s) failed delivery (last error: %s)", delivery.failed, self.last_error)
+        return delivery
+
+    def close(self, timeout: float | None = None) -> Delivery:
+        """Flush, then close the producer; the final counts since the previous flush."""
+        delivery = self.flush(timeout)
+        self._producer.close(timeout=5)
+        return delivery
