@@ -70,21 +70,53 @@ def table_info(settings: Settings, name: str) -> dict:
     }
 
 
+def _checkpoint_files(settings: Settings, root: str):
+    """(list names of a dir, read a text file) under a local or S3 checkpoint root."""
+    if "://" not in root:
+        def read(path: str) -> str:
+            with open(path) as fh:
+                return fh.read()
+        return os.listdir, read, os.path.join(root, "commits"), os.path.join(root, "offsets")
+
+    from urllib.parse import urlparse
+
+    from pyarrow import fs
+
+    st = settings.storage
+    endpoint = urlparse(st.s3_endpoint) if st.s3_endpoint else None
+    s3 = fs.S3FileSystem(
+        access_key=settings.secrets.aws_access_key_id, secret_key=settings.secrets.aws_secret_access_key,
+        region=st.s3_region, scheme=endpoint.scheme if endpoint else None,
+        endpoint_override=endpoint.netloc if endpoint else None,
+        force_virtual_addressing=not st.s3_path_style_access, connect_timeout=5, request_timeout=10,
+    )
+    base = root.split("://", 1)[1]
+
+    def listdir(path: str) -> list[str]:
+        infos = s3.get_file_info(fs.FileSelector(path, allow_not_found=True))
+        return [i.base_name for i in infos]
+
+    def read(path: str) -> str:
+        with s3.open_input_stream(path) as fh:
+            return fh.read().decode()
+
+    return listdir, read, f"{base}/commits", f"{base}/offsets"
+
+
 def committed_offsets(settings: Settings, job: str = "bronze", query: str = "opensky_states") -> dict[int, int]:
-    """Kafka offsets (partition -> next offset) of the last committed batch of a checkpoint."""
+    """Kafka offsets (partition -> next offset) of the last committed batch of a checkpoint.
+
+    The checkpoint may be local or on S3 (read with pyarrow's S3 client and the same settings).
+    """
     root = checkpoint_path(settings, job, query)
-    if "://" in root:
-        return {}
-    commits = os.path.join(root, "commits")
-    offsets = os.path.join(root, "offsets")
     try:
-        done = sorted(int(n) for n in os.listdir(commits) if n.isdigit())
-    except OSError:
+        listdir, read, commits, offsets = _checkpoint_files(settings, root)
+        done = sorted(int(n) for n in listdir(commits) if n.isdigit())
+        if not done:
+            return {}
+        lines = read(f"{offsets}/{done[-1]}").splitlines()
+    except OSError:  # pyarrow raises OSError subclasses for S3 errors too
         return {}
-    if not done:
-        return {}
-    with open(os.path.join(offsets, str(done[-1]))) as fh:
-        lines = fh.read().splitlines()
     # Line 1 is the format version, line 2 the batch metadata, then one line per source.
     for line in lines[2:]:
         data = json.loads(line)
