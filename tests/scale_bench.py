@@ -58,21 +58,26 @@ def _produce(settings, n: int) -> float:
     return time.monotonic() - started
 
 
-def _run(settings, extra_env: dict[str, str]) -> dict:
+def _run(settings, extra_env: dict[str, str], worker_pid: int | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
     env.update(settings.to_env())
     env.update(extra_env)
     env["PYTHONPATH"] = str(REPO)
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "lakehouse", "run", "bronze", "--once"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=3600, check=False)
+    log_path = Path(tempfile.mkstemp(prefix="bronze-", suffix=".log")[1])
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "lakehouse", "run", "bronze", "--once"], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        cpu_s = _cpu_while_running(proc, worker_pid, timeout_s=3600)
     wall = time.monotonic() - started
-    if out.returncode != 0:
-        raise SystemExit(f"bronze failed:\n{out.stderr[-4000:]}")
+    stderr = log_path.read_text()
+    log_path.unlink()
+    if proc.returncode != 0:
+        raise SystemExit(f"bronze failed:\n{stderr[-4000:]}")
     if os.environ.get("SCALE_BENCH_LOG"):
-        Path(os.environ["SCALE_BENCH_LOG"]).write_text(out.stderr)
+        Path(os.environ["SCALE_BENCH_LOG"]).write_text(stderr)
     batches = [(int(m.group(1)), float(m.group(2))) for m in
-               re.finditer(r"bronze batch \d+: (\d+) rows, [\d,]+ rows/s, ([\d.]+) s", out.stderr)]
+               re.finditer(r"bronze batch \d+: (\d+) rows, [\d,]+ rows/s, ([\d.]+) s", stderr)]
     # The rows that landed, from the table itself (a progress event can be lost at exit).
     from dataclasses import replace
 
@@ -84,7 +89,7 @@ def _run(settings, extra_env: dict[str, str]) -> dict:
     rows = table_info(reader, "bronze.opensky_states")["rows"]
     # The query's own time: from "started" to "processed everything available" (log clock).
     stamps = [_seconds(m.group(1)) for m in re.finditer(
-        r"^(\d\d:\d\d:\d\d) INFO lakehouse.jobs: bronze (?:started|: processed)", out.stderr, re.M)]
+        r"^(\d\d:\d\d:\d\d) INFO lakehouse.jobs: bronze(?: started|: processed)", stderr, re.M)]
     query_s = stamps[-1] - stamps[0] if len(stamps) >= 2 else 0
     steady = batches[1:]  # batch 0 also pays for table creation, JIT and executor launch
     steady_rows, steady_s = sum(r for r, _ in steady), sum(d for _, d in steady)
@@ -93,7 +98,35 @@ def _run(settings, extra_env: dict[str, str]) -> dict:
             "steady_rate": round(steady_rows / steady_s) if steady_s else None,
             "query_s": query_s, "query_rate": round(rows / query_s) if query_s else None,
             "wall_s": round(wall, 1), "wall_rate": round(rows / wall),
-            "bytes_per_row": round(data_bytes / rows, 1) if rows else None}
+            "bytes_per_row": round(data_bytes / rows, 1) if rows else None,
+            "cpu_s": round(cpu_s, 1), "rows_per_cpu_s": round(rows / cpu_s) if cpu_s else None,
+            "load_avg_1m_end": round(os.getloadavg()[0], 1)}
+
+
+def _cpu_while_running(proc: subprocess.Popen, worker_pid: int | None, timeout_s: float) -> float:
+    """CPU seconds (user+system) of the job: the driver's process tree and, on the cluster, the
+    executors the worker launched for it. The machine is shared, so wall-clock rates alone
+    would measure the neighbours too; CPU time per row does not (much)."""
+    import psutil
+
+    last: dict[int, float] = {}
+    deadline = time.monotonic() + timeout_s
+    roots = [psutil.Process(proc.pid)] + ([psutil.Process(worker_pid)] if worker_pid else [])
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("bronze run timed out")
+        procs = [roots[0], *roots[0].children(recursive=True)]
+        for root in roots[1:]:
+            procs += root.children(recursive=True)
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                last[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        time.sleep(0.5)
+    return sum(last.values())
 
 
 def _data_bytes(settings) -> int:
@@ -155,7 +188,7 @@ def main() -> int:
                     extra.update(s3.credentials)
                 else:
                     raise SystemExit(f"unknown mode {mode}")
-                results[mode] = _run(s, extra)
+                results[mode] = _run(s, extra, cl.worker.pid if mode.startswith("cluster") else None)
                 print(f"{mode:<13} {json.dumps(results[mode])}", flush=True)
     finally:
         subprocess.run([sys.executable, "-m", "lakehouse", "kafka", "stop"], cwd=REPO, env=env,
