@@ -76,6 +76,7 @@ class SparkSettings:
     ui_enabled: bool
     cache_dir: str
     extra_packages: str
+    extra_conf: str
 
 
 @dataclass(frozen=True)
@@ -363,6 +364,11 @@ def _check(section: str, key: str, value: Any) -> None:
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(f"kafka.bootstrap_servers: expected host:port[,host:port...], got {value!r}")
+    if (section, key) == ("spark", "extra_conf") and value.strip():
+        for item in re.split(r",\s*(?=spark\.)", value.strip()):
+            k, eq, _ = item.partition("=")
+            if not eq or not re.fullmatch(r"spark\.[A-Za-z0-9._-]+", k.strip()):
+                raise ConfigError(f"spark.extra_conf: expected 'spark.key=value[, spark.key=value...]', got {item!r}")
     if (section, key) == ("kafka", "topic") and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
         raise ConfigError(f"kafka.topic: expected 1-249 of letters, digits, '.', '_', '-', got {value!r}")
     if (section, key) in (("simulator", "anomaly_rate"), ("simulator", "ground_fraction")) and not 0 <= value <= 1:

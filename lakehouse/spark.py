@@ -3,13 +3,21 @@
 It adds the Delta extensions and catalog and the Spark Kafka connector. Connector jars are
 resolved from Maven Central once and cached in ``spark.cache_dir`` (Ivy cache), so a second
 start needs no network. Jobs receive the session as an argument; nothing imports it as a global.
+
+Scale out by configuration alone: an ``s3a://bucket/prefix`` root adds hadoop-aws (the version
+of the Hadoop inside pyspark, which pulls the matching AWS SDK bundle) and the S3A/Delta log
+store settings; a non-local ``spark.master`` (``spark://host:7077``) ships the project's Python
+packages to the executors as one zip (:func:`code_archive`).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
+import re
+import zipfile
 from importlib.metadata import version
 
 from lakehouse.settings import Settings, join_path, resolve_path
@@ -27,8 +35,117 @@ def spark_packages(settings: Settings) -> list[str]:
         f"io.delta:delta-spark_{SCALA_BINARY}:{version('delta-spark')}",
         f"org.apache.spark:spark-sql-kafka-0-10_{SCALA_BINARY}:{spark_version}",
     ]
+    if needs_s3(settings):
+        # hadoop-aws must match the Hadoop client inside pyspark exactly; its POM pins the
+        # AWS SDK v2 bundle it was built against, so Ivy pulls the right one.
+        packages.append(f"org.apache.hadoop:hadoop-aws:{hadoop_version()}")
     packages += [p.strip() for p in settings.spark.extra_packages.split(",") if p.strip()]
-    return packages
+    return list(dict.fromkeys(packages))
+
+
+S3_SCHEMES = ("s3a://", "s3://")
+
+
+def needs_s3(settings: Settings) -> bool:
+    """True when the lakehouse root lives on S3 or an S3-compatible store (MinIO, Ceph, ...)."""
+    return settings.storage.root.startswith(S3_SCHEMES)
+
+
+def hadoop_version() -> str:
+    """Version of the Hadoop client bundled with pyspark (from ``hadoop-client-api-<v>.jar``)."""
+    import pyspark
+
+    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    found = sorted(m.group(1) for j in jars if (m := re.search(r"hadoop-client-api-(\d[\w.-]*)\.jar$", j)))
+    if not found:
+        raise RuntimeError("no hadoop-client-api-*.jar in pyspark/jars: cannot pick the hadoop-aws version")
+    return found[-1]
+
+
+def s3_conf(settings: Settings) -> dict[str, str]:
+    """S3A and Delta log store settings for an object-store root (no secrets: see build_spark)."""
+    st = settings.storage
+    conf = {
+        # s3:// roots go through the same S3A client (Hadoop has no other S3 filesystem).
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": st.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": str(st.s3_path_style_access).lower(),
+        # Delta's documented single-cluster log store for S3: all writers of a table must go
+        # through one driver (one `run` process per layer, as here). Concurrent writers from
+        # several clusters need S3DynamoDBLogStore (docs/scaling.md).
+        "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",
+        "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",
+    }
+    if st.s3_endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = st.s3_endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(st.s3_endpoint.startswith("https://")).lower()
+    return conf
+
+
+def s3_credentials_conf(settings: Settings) -> dict[str, str]:
+    """Static credentials from the environment / .env (``settings.secrets``), if any.
+
+    Kept out of :func:`spark_conf` so ``spark-conf`` never prints them; Spark redacts
+    ``*.access.key``/``*secret*`` in its UI and event logs. Without them S3A falls back to its
+    default chain (environment variables, then the instance role).
+    """
+    secrets = settings.secrets
+    if not (needs_s3(settings) and secrets.aws_access_key_id and secrets.aws_secret_access_key):
+        return {}
+    return {
+        "spark.hadoop.fs.s3a.access.key": secrets.aws_access_key_id,
+        "spark.hadoop.fs.s3a.secret.key": secrets.aws_secret_access_key,
+    }
+
+
+def user_conf(settings: Settings) -> dict[str, str]:
+    """``spark.extra_conf`` ("spark.a=1, spark.b=x,y") as a dict; a value may contain commas."""
+    text = settings.spark.extra_conf.strip()
+    if not text:
+        return {}
+    conf = {}
+    for item in re.split(r",\s*(?=spark\.)", text):
+        key, _, value = item.partition("=")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def is_local_master(settings: Settings) -> bool:
+    return settings.spark.master.startswith("local")
+
+
+PY_PACKAGES = ("lakehouse", "ingestion", "ml", "dashboard")
+
+
+def code_archive(settings: Settings) -> str:
+    """Zip of the project's Python packages for the executors; named by content, built once.
+
+    Executors of a cluster need the code that pandas UDFs and Python functions refer to
+    (``ml``'s scorer, the transforms). The zip is shipped with ``SparkContext.addPyFile`` and goes
+    first on the executors' ``sys.path``, so a stale install on the workers cannot shadow it.
+    """
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = []
+    for package in PY_PACKAGES:
+        base = os.path.join(repo, package)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            files += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py")]
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(os.path.relpath(path, repo).encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read())
+    out_dir = os.path.join(resolve_path(settings.spark.cache_dir), "pyfiles")
+    target = os.path.join(out_dir, f"opensky-lakehouse-{digest.hexdigest()[:12]}.zip")
+    if not os.path.isfile(target):
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = f"{target}.{os.getpid()}.tmp"
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, os.path.relpath(path, repo))
+        os.replace(tmp, target)
+    return target
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:
@@ -61,9 +178,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # has the same offsets, exactly-once and availableNow semantics without that path.
         "spark.sql.streaming.disabledV2MicroBatchReaders": "org.apache.spark.sql.kafka010.KafkaSourceProvider",
         # The driver binds to loopback unless a cluster master needs it reachable.
-        "spark.driver.bindAddress": "127.0.0.1" if settings.spark.master.startswith("local") else "0.0.0.0",
+        "spark.driver.bindAddress": "127.0.0.1" if settings.spark.master.startswith("local") else _bind_for_cluster(),
         "spark.driver.host": "127.0.0.1" if settings.spark.master.startswith("local") else _host_for_cluster(),
     }
+    if needs_s3(settings):
+        conf.update(s3_conf(settings))
+    conf.update(user_conf(settings))
     return conf
 
 
@@ -103,7 +223,13 @@ def _record_jars(spark, settings: Settings) -> None:
 
 
 def _host_for_cluster() -> str:
+    """Address executors use to reach the driver: ``SPARK_LOCAL_IP`` (set it on a real cluster)."""
     return os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def _bind_for_cluster() -> str:
+    """Executors must reach the driver: all interfaces unless ``SPARK_LOCAL_IP`` pins one."""
+    return os.environ.get("SPARK_LOCAL_IP", "0.0.0.0")
 
 
 def build_spark(
@@ -125,12 +251,17 @@ def build_spark(
     conf = spark_conf(settings)
     if app_name:
         conf["spark.app.name"] = app_name
+    conf.update(s3_credentials_conf(settings))
     conf.update(extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     _record_jars(spark, settings)
+    if not is_local_master(settings):
+        archive = code_archive(settings)
+        if os.path.basename(archive) not in spark.sparkContext._python_includes:
+            spark.sparkContext.addPyFile(archive)
     if register:
         from lakehouse.tables import register_tables
 

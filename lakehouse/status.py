@@ -16,24 +16,34 @@ from lakehouse.settings import Settings
 
 
 def storage_options(settings: Settings) -> dict[str, str]:
-    """``deltalake`` storage options for the configured root (empty for local paths)."""
+    """``deltalake`` (delta-rs) storage options for the configured root (empty for local paths).
+
+    The same endpoint, region, addressing style and credentials as Spark's S3A settings
+    (``lakehouse.spark.s3_conf``). Without configured keys delta-rs falls back to the AWS
+    environment variables and instance role itself.
+    """
     if not settings.storage.is_object_store:
         return {}
-    opts = {"AWS_REGION": settings.storage.s3_region}
-    if settings.storage.s3_endpoint:
-        opts["AWS_ENDPOINT_URL"] = settings.storage.s3_endpoint
-        opts["AWS_ALLOW_HTTP"] = str(settings.storage.s3_endpoint.startswith("http://")).lower()
-    if settings.storage.s3_path_style_access:
-        opts["AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] = "false"
-    if settings.secrets.aws_access_key_id:
+    st = settings.storage
+    opts = {
+        "AWS_REGION": st.s3_region,
+        # delta-rs names the style the other way round: virtual-hosted = not path-style.
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": str(not st.s3_path_style_access).lower(),
+        # Spark writes with S3SingleDriverLogStore; delta-rs here only reads. Should it write
+        # (maintenance), the single-writer rule is the same as Spark's (docs/scaling.md).
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    if st.s3_endpoint:
+        opts["AWS_ENDPOINT_URL"] = st.s3_endpoint
+        opts["AWS_ALLOW_HTTP"] = str(st.s3_endpoint.startswith("http://")).lower()
+    if settings.secrets.aws_access_key_id and settings.secrets.aws_secret_access_key:
         opts["AWS_ACCESS_KEY_ID"] = settings.secrets.aws_access_key_id
-        opts["AWS_SECRET_ACCESS_KEY"] = settings.secrets.aws_secret_access_key or ""
-    opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+        opts["AWS_SECRET_ACCESS_KEY"] = settings.secrets.aws_secret_access_key
     return opts
 
 
 def delta_uri(path: str) -> str:
-    """delta-rs speaks ``s3://``; Spark's ``s3a://`` names the same objects."""
+    """delta-rs speaks ``s3://``; Spark's ``s3a://`` names the same objects (same bucket/key)."""
     return "s3://" + path[len("s3a://"):] if path.startswith("s3a://") else path
 
 
@@ -61,21 +71,53 @@ def table_info(settings: Settings, name: str) -> dict:
     }
 
 
+def _checkpoint_files(settings: Settings, root: str):
+    """(list names of a dir, read a text file) under a local or S3 checkpoint root."""
+    if "://" not in root:
+        def read(path: str) -> str:
+            with open(path) as fh:
+                return fh.read()
+        return os.listdir, read, os.path.join(root, "commits"), os.path.join(root, "offsets")
+
+    from urllib.parse import urlparse
+
+    from pyarrow import fs
+
+    st = settings.storage
+    endpoint = urlparse(st.s3_endpoint) if st.s3_endpoint else None
+    s3 = fs.S3FileSystem(
+        access_key=settings.secrets.aws_access_key_id, secret_key=settings.secrets.aws_secret_access_key,
+        region=st.s3_region, scheme=endpoint.scheme if endpoint else None,
+        endpoint_override=endpoint.netloc if endpoint else None,
+        force_virtual_addressing=not st.s3_path_style_access, connect_timeout=5, request_timeout=10,
+    )
+    base = root.split("://", 1)[1]
+
+    def listdir(path: str) -> list[str]:
+        infos = s3.get_file_info(fs.FileSelector(path, allow_not_found=True))
+        return [i.base_name for i in infos]
+
+    def read(path: str) -> str:
+        with s3.open_input_stream(path) as fh:
+            return fh.read().decode()
+
+    return listdir, read, f"{base}/commits", f"{base}/offsets"
+
+
 def committed_offsets(settings: Settings, job: str = "bronze", query: str = "opensky_states") -> dict[int, int]:
-    """Kafka offsets (partition -> next offset) of the last committed batch of a checkpoint."""
+    """Kafka offsets (partition -> next offset) of the last committed batch of a checkpoint.
+
+    The checkpoint may be local or on S3 (read with pyarrow's S3 client and the same settings).
+    """
     root = checkpoint_path(settings, job, query)
-    if "://" in root:
-        return {}
-    commits = os.path.join(root, "commits")
-    offsets = os.path.join(root, "offsets")
     try:
-        done = sorted(int(n) for n in os.listdir(commits) if n.isdigit())
-    except OSError:
+        listdir, read, commits, offsets = _checkpoint_files(settings, root)
+        done = sorted(int(n) for n in listdir(commits) if n.isdigit())
+        if not done:
+            return {}
+        lines = read(f"{offsets}/{done[-1]}").splitlines()
+    except OSError:  # pyarrow raises OSError subclasses for S3 errors too
         return {}
-    if not done:
-        return {}
-    with open(os.path.join(offsets, str(done[-1]))) as fh:
-        lines = fh.read().splitlines()
     # Line 1 is the format version, line 2 the batch metadata, then one line per source.
     for line in lines[2:]:
         data = json.loads(line)
