@@ -131,6 +131,12 @@ def run(args, settings) -> int:
             report.update_readme(REPO / "README.md", results, os.path.relpath(args.render, REPO))
         print(md)
         return 0
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C: stacks and broker are stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(wanted) - set(SECTIONS)
     if unknown:

@@ -249,6 +249,9 @@ def measure_rate(env, sizes, rate: int, sampler, dashboard_ok: bool) -> dict:
                          "producer behind %.1f s", name, done, end_measure - t0, watcher.version + 1,
                          len(plog.snapshots), plog.behind_s)
             time.sleep(sizes.poll_s)
+        if dash is not None:
+            result["dashboard_page"] = open_dashboard(settings.dashboard.port, settings.dashboard.refresh_s)
+            log.info("bench: [%s] dashboard page: %s", name, result["dashboard_page"])
         drain_until = time.time() + sizes.freshness_drain_s
         while time.time() < drain_until:
             _check_alive(stack, env, rate, plog)
@@ -282,6 +285,55 @@ def measure_rate(env, sizes, rate: int, sampler, dashboard_ok: bool) -> dict:
         code = stop(stack, timeout=90)
         log.info("bench: [%s] run all stopped (exit %s)", name, code)
     return result
+
+
+def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dict:
+    """Open the served dashboard once in headless Chromium, so its memory includes a real session.
+
+    Done after the measured windows (a browser on two cores would slow the pipeline being
+    measured), while the stack still runs and memory is still sampled. Needs the dashboard's
+    ``dashboard.measure`` helpers and Debian's chromium; otherwise says why it was not done.
+    """
+    import importlib
+    import os
+    import urllib.request
+
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+
+        measure = importlib.import_module("dashboard.measure")
+    except ImportError as exc:
+        return {"opened": False, "reason": f"{exc.name or exc} not importable"}
+    if not os.path.exists(measure.CHROMIUM):
+        return {"opened": False, "reason": f"{measure.CHROMIUM} absent"}
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return {"opened": False, "reason": f"not serving on {url} after {timeout_s:.0f} s"}
+        time.sleep(0.5)
+    try:
+        with sync_playwright() as pw:
+            browser = measure.launch(pw)
+            try:
+                page = browser.new_page()
+                t0 = time.perf_counter()
+                page.goto(url)
+                version = measure.shown_version(page, timeout_ms=timeout_s * 1000)
+                load_s = time.perf_counter() - t0
+                page.wait_for_timeout(2 * refresh_s * 1000)  # two auto-refreshes
+            finally:
+                browser.close()
+    except PlaywrightError as exc:
+        return {"opened": False, "reason": str(exc).splitlines()[0][:300]}
+    return {"opened": True, "load_s": load_s, "version_shown": version}
 
 
 def _fmt(v) -> str:

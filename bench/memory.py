@@ -25,6 +25,21 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _command(pid: int) -> str:
+    """Program and, for python, its module (``java``, ``python -m pyspark.daemon``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not args:
+        return "?"
+    prog = os.path.basename(args[0])
+    if prog.startswith("python") and "-m" in args[:-1]:
+        return f"python -m {args[args.index('-m') + 1]}"
+    return prog
+
+
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -59,6 +74,7 @@ class MemorySampler:
         self._peak: dict[str, float] = {}
         self._hwm: dict[str, dict[int, int]] = {}
         self._samples: dict[str, int] = {}
+        self._comm: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,6 +104,8 @@ class MemorySampler:
                 hwm = self._hwm.setdefault(name, {})
                 for p in pids:
                     hwm[p] = max(hwm.get(p, 0), _status_kb(p, "VmHWM"))
+                    if p not in self._comm:
+                        self._comm[p] = _command(p)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -107,7 +125,9 @@ class MemorySampler:
         with self._lock:
             return {
                 name: {"peak_rss_mb": self._peak[name] / 1024, "peak_hwm_mb": sum(self._hwm[name].values()) / 1024,
-                       "processes": len(self._hwm[name]), "samples": self._samples[name]}
+                       "processes": len(self._hwm[name]), "samples": self._samples[name],
+                       "largest": [{"command": self._comm.get(p, "?"), "peak_hwm_mb": kb / 1024}
+                                   for p, kb in sorted(self._hwm[name].items(), key=lambda x: -x[1])[:4]]}
                 for name in self._peak
             }
 

@@ -64,15 +64,18 @@ def produce(settings, records: int, aircraft: int, seed: int) -> dict:
     return {"rows": sent, "processing_s": seconds, "wall_s": seconds, "pending": delivery.pending}
 
 
-def _progress_seconds(queries) -> tuple[int, float, int]:
-    """Rows read, summed batch duration (s) and batches of the finished queries."""
-    rows, ms, batches = 0, 0, 0
+def _progress_seconds(queries) -> tuple[int, float, int, dict]:
+    """Rows read, summed batch duration (s), batches and the summed ``durationMs`` phases (s)."""
+    rows, ms, batches, phases = 0, 0, 0, {}
     for q in queries:
         for p in q.recentProgress:
             rows += p.numInputRows
             ms += p.batchDuration
             batches += p.numInputRows > 0
-    return rows, ms / 1000.0, batches
+            for phase, value in (p.durationMs or {}).items():
+                if phase != "triggerExecution":
+                    phases[phase] = phases.get(phase, 0) + value / 1000.0
+    return rows, ms / 1000.0, batches, phases
 
 
 def _run_once(start, spark, settings) -> tuple[list, float]:
@@ -104,9 +107,10 @@ def reference_start(spark, settings, once: bool = True) -> list:
 def spark_step(name: str, spark, settings) -> dict:
     start = reference_start if name == "reference" else importlib.import_module(f"lakehouse.jobs.{name}").start
     queries, wall = _run_once(start, spark, settings)
-    rows, seconds, batches = _progress_seconds(queries)
+    rows, seconds, batches, phases = _progress_seconds(queries)
     _, noop = _run_once(start, spark, settings)
-    return {"rows": rows, "processing_s": seconds, "batches": batches, "wall_s": wall, "noop_s": noop}
+    return {"rows": rows, "processing_s": seconds, "batches": batches, "wall_s": wall, "noop_s": noop,
+            "phases_s": phases}
 
 
 def available_layers() -> tuple[list[str], dict[str, str]]:
