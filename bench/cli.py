@@ -10,8 +10,9 @@ re-renders the markdown and the README section from an existing result.
 Full sizes (about 60-75 min on 2 cores): throughput 1,000,000 states x 3 runs after a
 20,000-state warm-up; freshness at 1,000 and 10,000 states/s, 3 windows of 120 s each per rate
 (6 min per rate) after 60 s of warm-up; scoring 200,000 rows x 3; reads on 5,000 commits of
-1,000 aircraft, 5 repeats. ``--quick`` (CI, the harness not the numbers): 5,000 states x 1,
-freshness at 100 and 1,000 states/s for one 20 s window, reads on 120 commits of 50 aircraft.
+1,000 aircraft, 5 repeats. ``--quick`` (CI, the harness not the numbers): 2,000 states x 1,
+freshness at 100 then 1,000 states/s in one shared stack, one 15 s window each, scoring 5,000
+rows, reads on 120 commits of 50 aircraft.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Sizes:
     freshness_warmup_s: float = 60.0
     freshness_drain_s: float = 180.0
     freshness_startup_s: float = 600.0
+    # one fresh `run all` stack per rate (full), or one stack for all rates in turn (quick: one JVM start)
+    stack_per_rate: bool = True
     poll_s: float = 0.5
     scoring_rows: int = 200_000
     reads_commits: int = 5_000
@@ -54,8 +57,9 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(runs=1, records=5_000, aircraft=500, warmup_records=0, freshness_rates=(100, 1_000),
-              freshness_window_s=20.0, freshness_warmup_s=5.0, freshness_drain_s=60.0, freshness_startup_s=300.0,
+QUICK = Sizes(runs=1, records=2_000, aircraft=500, warmup_records=0, freshness_rates=(100, 1_000),
+              freshness_window_s=15.0, freshness_warmup_s=3.0, freshness_drain_s=45.0, freshness_startup_s=300.0,
+              stack_per_rate=False,
               scoring_rows=5_000, reads_commits=120, reads_rows=50, repeats=3)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -72,6 +73,7 @@ class BenchEnv:
         """Settings with a fresh root ``<work>/<name>/lake`` and topic ``bench.<name>`` (created)."""
         from lakehouse.kafka_broker import ensure_topic
 
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", name)  # Kafka topic names allow only these
         root = self.work / name / "lake"
         settings = self.settings.replace(storage={"root": str(root)}, kafka={"topic": f"bench.{name}"}, **sections)
         ensure_topic(settings, settings.kafka.topic, settings.kafka.partitions)

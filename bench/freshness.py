@@ -1,8 +1,8 @@
 """Freshness: delay from Kafka append to visibility in ``gold.live_flights``, with ``run all`` streaming.
 
-Per rate, one demo-like stack: ``python -m lakehouse run all`` (a subprocess, the streaming
-triggers of the settings) and, when the dashboard exists on this checkout, ``python -m lakehouse
-dashboard``. In this process a producer thread runs the simulator in real time through the
+Per rate, one fresh demo-like stack (``--quick``: one stack, the rates in turn):
+``python -m lakehouse run all`` (a subprocess, the streaming triggers of the settings) and, when
+the dashboard exists on this checkout, ``python -m lakehouse dashboard``. In this process a producer thread runs the simulator in real time through the
 ingestion producer: ``rate x simulator.interval_s`` aircraft, one snapshot every
 ``simulator.interval_s`` seconds (1,000 states/s = 10,000 aircraft reporting every 10 s, about
 the whole world's ADS-B traffic). For each snapshot it logs ``produced_at`` (the value written
@@ -65,6 +65,7 @@ class ProducerLog:
 
 
 def produce_live(settings, aircraft: int, stop: threading.Event, plog: ProducerLog, seed: int = 7) -> None:
+    # each rate its own seed: a stack shared by two rates sees (almost) disjoint fleets
     """Real-time simulator -> Kafka until ``stop``; every snapshot logged in ``plog``."""
     from ingestion.producer import StateProducer
     from ingestion.simulator import Simulator
@@ -200,91 +201,119 @@ def window_figures(contribs: list[Contribution], plog: ProducerLog, lo_ms: int, 
     }
 
 
-def measure_rate(env, sizes, rate: int, sampler, dashboard_ok: bool) -> dict:
-    """One stack at ``rate`` states/s: warm-up, ``sizes.runs`` windows, drain."""
-    from bench.env import free_port, stop
-    from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
+class Stack:
+    """``run all`` streaming (+ the dashboard) on one fresh lakehouse root, memory sampled."""
 
-    interval = env.settings.simulator.interval_s
-    aircraft = max(1, int(round(rate * interval)))
-    settings = env.settings_for(f"freshness-{rate}", dashboard={"port": free_port()})
-    name = f"freshness {rate:,}/s"
-    watcher = LiveFlightsWatcher(delta_uri(table_path(settings, "gold.live_flights")), storage_options(settings))
-    plog, halt = ProducerLog(), threading.Event()
-    log.info("bench: [%s] starting run all (streaming) and %s aircraft reporting every %g s", name,
-             f"{aircraft:,}", interval)
-    stack = env.spawn(settings, ["run", "all"], f"run-all-{rate}.log")
-    sampler.track("spark (run all: python + JVM)", stack.pid)
-    dash = env.spawn(settings, ["dashboard"], f"dashboard-{rate}.log") if dashboard_ok else None
-    if dash is not None:
-        sampler.track("dashboard", dash.pid)
-    producer = threading.Thread(target=produce_live, args=(settings, aircraft, halt, plog), daemon=True)
-    producer.start()
-    result: dict = {"rate": rate, "aircraft": aircraft}
-    try:
-        deadline = time.time() + sizes.freshness_startup_s
-        while watcher.first_version_at is None:
-            _check_alive(stack, env, rate, plog)
-            if time.time() > deadline:
-                raise RuntimeError(f"gold.live_flights had no version {sizes.freshness_startup_s:.0f} s after "
-                                   f"start; run all log:\n{env.log_tail(f'run-all-{rate}.log')}")
-            watcher.poll(plog)
-            time.sleep(sizes.poll_s)
-        startup = time.time() - (deadline - sizes.freshness_startup_s)
-        log.info("bench: [%s] first gold.live_flights version after %.0f s; warming up %.0f s", name, startup,
-                 sizes.freshness_warmup_s)
-        t0 = time.time() + sizes.freshness_warmup_s
-        windows = [(int((t0 + i * sizes.freshness_window_s) * 1000), int((t0 + (i + 1) * sizes.freshness_window_s)
-                                                                            * 1000)) for i in range(sizes.runs)]
-        end_measure = windows[-1][1] / 1000
+    def __init__(self, env, sizes, label: str, sampler, dashboard_ok: bool):
+        from bench.env import free_port
+        from lakehouse.catalog import table_path
+        from lakehouse.status import delta_uri, storage_options
+
+        self.env, self.sizes, self.label, self.sampler = env, sizes, label, sampler
+        self.settings = env.settings_for(f"freshness-{label}", dashboard={"port": free_port()})
+        self.log_name = f"run-all-{label}.log"
+        self.watcher = LiveFlightsWatcher(delta_uri(table_path(self.settings, "gold.live_flights")),
+                                          storage_options(self.settings))
+        self.plog = ProducerLog()
+        self.dashboard_ok = dashboard_ok
+        self.proc = self.dash = None
+        self.started = time.time()
+
+    def __enter__(self) -> Stack:
+        self.proc = self.env.spawn(self.settings, ["run", "all"], self.log_name)
+        self.sampler.track("spark (run all: python + JVM)", self.proc.pid)
+        if self.dashboard_ok:
+            self.dash = self.env.spawn(self.settings, ["dashboard"], f"dashboard-{self.label}.log")
+            self.sampler.track("dashboard", self.dash.pid)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bench.env import stop
+
+        self.sampler.sample()
+        if self.dash is not None:
+            self.sampler.untrack("dashboard")
+            stop(self.dash)
+        self.sampler.untrack("spark (run all: python + JVM)")
+        code = stop(self.proc, timeout=90)
+        log.info("bench: [freshness %s] run all stopped (exit %s)", self.label, code)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"run all exited with {self.proc.returncode}; log tail:\n"
+                               f"{self.env.log_tail(self.log_name)}")
+        if self.plog.error:
+            raise RuntimeError(f"the producer failed: {self.plog.error}")
+
+    def poll_until(self, until: float, done=None) -> None:
         last_log = time.time()
-        while time.time() < end_measure:
-            _check_alive(stack, env, rate, plog)
-            watcher.poll(plog)
+        while time.time() < until:
+            self.check()
+            self.watcher.poll(self.plog)
+            if done is not None and done():
+                return
             if time.time() - last_log >= 15:
                 last_log = time.time()
-                done = max(0.0, time.time() - t0)
-                log.info("bench: [%s] %.0f/%.0f s measured, %d live_flights versions, %d snapshots sent, "
-                         "producer behind %.1f s", name, done, end_measure - t0, watcher.version + 1,
-                         len(plog.snapshots), plog.behind_s)
-            time.sleep(sizes.poll_s)
-        if dash is not None:
-            result["dashboard_page"] = open_dashboard(settings.dashboard.port, settings.dashboard.refresh_s)
-            log.info("bench: [%s] dashboard page: %s", name, result["dashboard_page"])
-        drain_until = time.time() + sizes.freshness_drain_s
-        while time.time() < drain_until:
-            _check_alive(stack, env, rate, plog)
-            watcher.poll(plog)
-            with plog.lock:
-                waiting = [s for s in plog.snapshots.values()
-                           if windows[0][0] <= s.produced_at_ms < windows[-1][1] and s.visible < s.states]
-            if not waiting:
-                break
-            time.sleep(sizes.poll_s)
+                log.info("bench: [freshness %s] %d live_flights versions, %d snapshots sent, producer behind %.1f s, "
+                         "%.0f s to go", self.label, self.watcher.version + 1, len(self.plog.snapshots),
+                         self.plog.behind_s, until - time.time())
+            time.sleep(self.sizes.poll_s)
+
+    def measure(self, rate: int) -> dict:
+        """Produce at ``rate``: (first version,) warm-up, ``runs`` windows, drain; figures per window."""
+        sizes = self.sizes
+        interval = self.settings.simulator.interval_s
+        aircraft = max(1, int(round(rate * interval)))
+        halt = threading.Event()
+        self.plog.behind_s = 0.0
+        log.info("bench: [freshness %s] producing %s states/s: %s aircraft reporting every %g s", self.label,
+                 f"{rate:,}", f"{aircraft:,}", interval)
+        producer = threading.Thread(target=produce_live, args=(self.settings, aircraft, halt, self.plog),
+                                    kwargs={"seed": rate}, daemon=True)
+        producer.start()
+        result: dict = {"rate": rate, "aircraft": aircraft, "stack": self.label}
+        try:
+            if self.watcher.first_version_at is None:
+                self.poll_until(self.started + sizes.freshness_startup_s,
+                                done=lambda: self.watcher.first_version_at is not None)
+                if self.watcher.first_version_at is None:
+                    raise RuntimeError(f"gold.live_flights had no version {sizes.freshness_startup_s:.0f} s after "
+                                       f"start; run all log:\n{self.env.log_tail(self.log_name)}")
+                result["startup_s"] = self.watcher.first_version_at - self.started
+                log.info("bench: [freshness %s] first gold.live_flights version %.0f s after start", self.label,
+                         result["startup_s"])
+            t0 = time.time() + sizes.freshness_warmup_s
+            windows = [(int((t0 + i * sizes.freshness_window_s) * 1000),
+                        int((t0 + (i + 1) * sizes.freshness_window_s) * 1000)) for i in range(sizes.runs)]
+            log.info("bench: [freshness %s] warm-up %.0f s, then %d window(s) of %.0f s at %s states/s", self.label,
+                     sizes.freshness_warmup_s, sizes.runs, sizes.freshness_window_s, f"{rate:,}")
+            self.poll_until(windows[-1][1] / 1000)
+            if self.dash is not None:
+                result["dashboard_page"] = open_dashboard(self.settings.dashboard.port, self.settings.dashboard.refresh_s)
+                log.info("bench: [freshness %s] dashboard page: %s", self.label, result["dashboard_page"])
+
+            def all_visible() -> bool:
+                with self.plog.lock:
+                    return all(s.visible >= s.states for s in self.plog.snapshots.values()
+                               if windows[0][0] <= s.produced_at_ms < windows[-1][1])
+
+            self.poll_until(time.time() + sizes.freshness_drain_s, done=all_visible)
+        finally:
+            halt.set()
+            producer.join(timeout=60)
         end_ms = int(time.time() * 1000)
-        result["runs"] = [window_figures(watcher.contributions, plog, lo, hi, end_ms) for lo, hi in windows]
-        result["startup_s"] = startup
-        result["producer_behind_s_max"] = plog.behind_s
-        result["versions"] = watcher.version + 1
-        result["poll_detect_lag_ms_median"] = (sorted(watcher.detect_lag_ms)[len(watcher.detect_lag_ms) // 2]
-                                               if watcher.detect_lag_ms else None)
+        result["runs"] = [window_figures(self.watcher.contributions, self.plog, lo, hi, end_ms) for lo, hi in windows]
+        result["producer_behind_s_max"] = self.plog.behind_s
+        result["versions"] = self.watcher.version + 1
+        lags = sorted(self.watcher.detect_lag_ms)
+        result["poll_detect_lag_ms_median"] = lags[len(lags) // 2] if lags else None
         for key in ("p50_s", "p95_s", "max_s"):
             result[key] = figure(r[key] for r in result["runs"])
         for r in result["runs"]:
-            log.info("bench: [%s] window: %s states, p50 %s s, p95 %s s, max %s s, unseen %d", name,
-                     f"{r['states']:,}", _fmt(r["p50_s"]), _fmt(r["p95_s"]), _fmt(r["max_s"]), r["unseen_states"])
-    finally:
-        halt.set()
-        producer.join(timeout=60)
-        sampler.sample()
-        if dash is not None:
-            sampler.untrack("dashboard")
-            stop(dash)
-        sampler.untrack("spark (run all: python + JVM)")
-        code = stop(stack, timeout=90)
-        log.info("bench: [%s] run all stopped (exit %s)", name, code)
-    return result
+            log.info("bench: [freshness %s] %s states/s window: %s states, p50 %s s, p95 %s s, max %s s, unseen %d",
+                     self.label, f"{rate:,}", f"{r['states']:,}", _fmt(r["p50_s"]), _fmt(r["p95_s"]),
+                     _fmt(r["max_s"]), r["unseen_states"])
+        return result
 
 
 def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dict:
@@ -340,14 +369,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def _check_alive(stack, env, rate: int, plog: ProducerLog) -> None:
-    if stack.poll() is not None:
-        raise RuntimeError(f"run all exited with {stack.returncode}; log tail:\n"
-                           f"{env.log_tail(f'run-all-{rate}.log')}")
-    if plog.error:
-        raise RuntimeError(f"the producer failed: {plog.error}")
-
-
 def dashboard_available() -> tuple[bool, str | None]:
     import importlib
 
@@ -391,18 +412,22 @@ def run_section(env, sizes) -> tuple[dict, dict]:
         "kernel-tracked peak VmHWM)"), "rates": {}}
     if not dash_ok:
         memory["pending"] = {"dashboard": dash_why}
-    for rate in sizes.freshness_rates:
+    stacks = ([[r] for r in sizes.freshness_rates] if sizes.stack_per_rate else [list(sizes.freshness_rates)])
+    for rates in stacks:
+        label = "+".join(str(r) for r in rates)
         with MemorySampler() as sampler:
             sampler.track("kafka broker", env.broker_pid)
             try:
-                freshness["rates"][str(rate)] = measure_rate(env, sizes, rate, sampler, dash_ok)
+                with Stack(env, sizes, label, sampler, dash_ok) as stack:
+                    for rate in rates:
+                        freshness["rates"][str(rate)] = stack.measure(rate)
             except RuntimeError as exc:
-                log.error("bench: [freshness %s/s] failed: %s", rate, exc)
-                freshness["rates"][str(rate)] = {"rate": rate, "error": str(exc)[:2000]}
+                log.error("bench: [freshness %s] failed: %s", label, exc)
+                for rate in rates:
+                    freshness["rates"].setdefault(str(rate), {"rate": rate, "error": str(exc)[:2000]})
                 freshness["status"] = "error"
             peaks = sampler.peaks()
         peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_hwm_mb")}
-        memory["rates"][str(rate)] = peaks
-        log.info("bench: [memory %s/s] %s", rate, ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB"
-                                                            for k, v in peaks.items()))
+        memory["rates"][label] = peaks
+        log.info("bench: [memory %s] %s", label, ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB" for k, v in peaks.items()))
     return freshness, memory
