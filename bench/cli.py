@@ -186,6 +186,8 @@ def run(args, settings) -> int:
             except Exception as exc:  # noqa: BLE001 - one failing section must not lose the others
                 log.exception("bench: section %s failed", name)
                 sections[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
+                if name == "freshness":
+                    sections["memory"] = {"status": "error", "error": "the freshness stack failed (see freshness)"}
                 failed = True
             log.info("bench: %s done in %.0f s", name, time.time() - t0)
         if spark is not None:

@@ -97,7 +97,8 @@ def render_memory(s: dict) -> list[str]:
            "tree; sum of per-process kernel peaks in brackets):", ""]
     rates = list(s["rates"])
     names = sorted({n for r in rates for n in s["rates"][r]} - {"total"}) + ["total"]
-    out.append("| process | " + " | ".join(f"at {int(r):,} states/s" for r in rates) + " |")
+    label = {r: " then ".join(f"{int(x):,}" for x in r.split("+")) for r in rates}
+    out.append("| process | " + " | ".join(f"at {label[r]} states/s" for r in rates) + " |")
     out.append("|---|" + "---:|" * len(rates))
     for name in names:
         cells = []
@@ -134,7 +135,7 @@ def render(results: dict) -> str:
         else:
             try:
                 body += fn(section) + [""]
-            except (KeyError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a result that cannot be rendered is still written
                 body += [f"**{TITLES[key]}**: cannot render ({type(exc).__name__}: {exc})", ""]
     return "\n".join(head + body).rstrip() + "\n"
 
