@@ -146,3 +146,11 @@ def _cmdline_mentions(pid: str, text: str) -> bool:
             return text.encode() in fh.read()
     except OSError:
         return False
+
+
+def test_fleet_reports_more_often_above_the_largest_simulated_fleet():
+    from bench.freshness import MAX_AIRCRAFT, fleet_for
+
+    assert fleet_for(1_000, 10.0) == (10_000, 10.0)
+    aircraft, interval = fleet_for(10_000, 10.0)
+    assert aircraft == MAX_AIRCRAFT and aircraft / interval == 10_000
