@@ -54,15 +54,20 @@ class StateProducer:
         self.failed = 0
         self.last_error: str | None = None
         self._marks = (0, 0, 0)  # queued, delivered, failed at the previous flush
-        self._producer = producer or self._build(settings)
+        self._producer = producer or self._build(settings, self.topic)
 
     @staticmethod
-    def _build(settings):
+    def _build(settings, topic: str):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
+        from lakehouse.kafka_broker import ensure_topic
+
         cfg = settings.producer
         try:
+            # the broker does not auto-create topics: without this, every send would wait for
+            # metadata of a topic that never comes
+            ensure_topic(settings, topic, settings.kafka.partitions)
             return KafkaProducer(
                 bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
                 client_id="opensky-lakehouse-producer",
@@ -73,7 +78,7 @@ class StateProducer:
                 batch_size=cfg.batch_size,
                 # bounded: a record not acknowledged within this time is reported as failed
                 delivery_timeout_ms=int(cfg.delivery_timeout_s * 1000),
-                max_block_ms=int(cfg.delivery_timeout_s * 1000),
+                max_block_ms=int(cfg.max_block_s * 1000),
             )
         except KafkaError as exc:
             raise ProducerError(
@@ -95,7 +100,7 @@ class StateProducer:
         """Queue records (dicts of the Kafka record format); return how many were queued."""
         from kafka.errors import KafkaError
 
-        for record in records:
+        for n, record in enumerate(records):
             key = record.get("icao24")
             try:
                 future = self._producer.send(
@@ -104,10 +109,17 @@ class StateProducer:
                     value=encode_value(record),
                 )
             except (KafkaError, ValueError, TypeError) as exc:
-                # not even queued (buffer full past max_block_ms, unserialisable value, ...)
+                # Not even queued (no metadata or buffer full past max_block_ms, unserialisable
+                # value): this record and, for a broker problem, the rest of the batch are counted
+                # as failed at once instead of each blocking max_block_ms.
+                lost = 1 if isinstance(exc, (ValueError, TypeError)) else len(records) - n
                 with self._lock:
-                    self.queued += 1
-                self._fail(exc)
+                    self.queued += lost
+                    self.failed += lost
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.error("kafka: %d record(s) could not be queued: %s", lost, self.last_error)
+                if lost > 1:
+                    break
                 continue
             with self._lock:
                 self.queued += 1

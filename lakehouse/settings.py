@@ -150,6 +150,7 @@ class ProducerSettings:
     batch_size: int
     flush_timeout_s: float
     delivery_timeout_s: float
+    max_block_s: float
     log_every_s: float
 
 
@@ -178,6 +179,12 @@ class DashboardSettings:
     refresh_s: float
     stale_after_s: float
     trail_minutes: float
+    trail_max_versions: int
+    play_interval_s: float
+    feed_minutes: float
+    feed_rows: int
+    trend_minutes: float
+    cache_versions: int
 
 
 @dataclass(frozen=True)
@@ -258,11 +265,20 @@ _POSITIVE = {
     ("ml", "arrow_batch_size"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
+    ("dashboard", "stale_after_s"),
+    ("dashboard", "trail_minutes"),
+    ("dashboard", "trail_max_versions"),
+    ("dashboard", "play_interval_s"),
+    ("dashboard", "feed_minutes"),
+    ("dashboard", "feed_rows"),
+    ("dashboard", "trend_minutes"),
+    ("dashboard", "cache_versions"),
     ("opensky", "timeout_s"),
     ("opensky", "max_retry_after_s"),
     ("producer", "batch_size"),
     ("producer", "flush_timeout_s"),
     ("producer", "delivery_timeout_s"),
+    ("producer", "max_block_s"),
     ("producer", "log_every_s"),
 }
 _NON_NEGATIVE = {

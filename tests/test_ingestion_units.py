@@ -1,0 +1,198 @@
+"""Ingestion without Kafka: record mapping, replay files, ICAO countries, credits, simulator, samples."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from ingestion.cli import shift_response
+from ingestion.icao import country_of
+from ingestion.opensky import credit_cost, plan_interval
+from ingestion.replay import ReplayStats, ReplayWriter, count_states, read_replay
+from ingestion.simulator import ANOMALY_KINDS, Simulator, write_labels
+from ingestion.states import RECORD_FIELDS, STATE_FIELDS, MalformedResponse, response_to_records
+
+FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
+ROW = ["3c6444", "DLH9LF  ", "Germany", 1700000000, 1700000001, 8.5, 50.03, 1234.5, False, 150.2, 270.0, -5.2,
+       None, 1300.0, "1000", False, 0, 4]
+
+
+def test_state_fields_follow_the_opensky_order():
+    assert len(STATE_FIELDS) == 18
+    assert (STATE_FIELDS[7], STATE_FIELDS[13], STATE_FIELDS[17]) == ("baro_altitude", "geo_altitude", "category")
+
+
+def test_response_to_records_names_fields_and_passes_values_unchanged():
+    [record] = response_to_records({"time": 1700000005, "states": [ROW]}, "replay", 1700000006123)
+    assert list(record) == list(RECORD_FIELDS)
+    assert [record[f] for f in STATE_FIELDS] == ROW  # callsign padding kept, units untouched
+    assert (record["schema_version"], record["snapshot_time"], record["source"], record["produced_at"]) == (
+        1, 1700000005, "replay", 1700000006123)
+
+
+def test_seventeen_field_rows_and_null_states_are_normal():
+    [record] = response_to_records({"time": 1, "states": [ROW[:17]]}, "opensky", 0)
+    assert record["category"] is None and record["geo_altitude"] == 1300.0
+    assert response_to_records({"time": 1, "states": None}, "opensky", 0) == []
+
+
+@pytest.mark.parametrize("body", [
+    [], {"states": []}, {"time": "x", "states": []}, {"time": 1, "states": {}}, {"time": 1, "states": [ROW[:16]]},
+    {"time": 1, "states": ["3c6444"]},
+])
+def test_malformed_responses_are_rejected_whole(body):
+    with pytest.raises(MalformedResponse):
+        response_to_records(body, "opensky", 0)
+
+
+def test_country_from_icao_allocation_blocks():
+    assert country_of("3c6444") == "Germany"
+    assert country_of("a0b1c2") == "United States"
+    assert country_of("39cea2") == "France"
+    assert country_of("4d2001") == "Malta"
+    assert country_of("4d2400") is None  # just past Malta's 1,024 addresses
+    assert country_of("zzzzzz") is None and country_of("3c64") is None
+
+
+def test_credit_cost_by_area():
+    assert credit_cost(None) == 4
+    assert credit_cost((45, 5, 50, 10)) == 1  # 25 sq deg
+    assert credit_cost((45, 0, 55, 10)) == 2  # 100
+    assert credit_cost((40, 0, 60, 20)) == 3  # 400
+    assert credit_cost((30, -10, 60, 30)) == 4  # 1200
+
+
+def test_plan_interval_fits_the_budget_and_never_beats_the_resolution():
+    anonymous_global = plan_interval(None, authenticated=False)
+    assert anonymous_global.interval_s == pytest.approx(864.0)  # 400 credits / 4 per call
+    assert "100 calls/day" in anonymous_global.reason
+    small_box = plan_interval((45, 5, 50, 10), authenticated=True, daily_credits=100_000)
+    assert small_box.interval_s == 5.0 and "only every 5 s" in small_box.reason
+    assert plan_interval((45, 5, 50, 10), authenticated=False, daily_credits=100_000).interval_s == 10.0
+    fixed = plan_interval(None, authenticated=True, fixed_interval_s=1)
+    assert fixed.interval_s == 5.0 and "raised to 5 s" in fixed.reason and "expect 429s" in fixed.reason
+
+
+def test_replay_reads_gzip_and_plain_and_skips_malformed_lines(tmp_path, caplog):
+    plain = tmp_path / "capture.jsonl"
+    plain.write_text(
+        json.dumps({"time": 10, "states": [ROW]}) + "\n"
+        + '{"time": 20, "states": [["abc"\n'  # cut off mid-line
+        + "\n"
+        + json.dumps({"time": 30, "states": None}) + "\n"
+    )
+    zipped = tmp_path / "capture.bin"  # gzip is recognised by content, not by name
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    stats = ReplayStats()
+    responses = list(read_replay([plain, zipped], stats))
+    assert [r["time"] for r in responses] == [10, 30, 10, 30]
+    assert (stats.responses, stats.states, stats.malformed) == (4, 2, 2)
+    assert stats.malformed_where == [f"{plain}:2", f"{zipped}:2"]
+    assert "malformed response skipped" in caplog.text
+
+
+def test_replay_writer_round_trip(tmp_path):
+    path = tmp_path / "rec.jsonl.gz"
+    with ReplayWriter(path) as writer:
+        writer.write({"time": 1, "states": [ROW]})
+    with ReplayWriter(path) as writer:  # appending adds a gzip member
+        writer.write({"time": 2, "states": None})
+    assert list(read_replay(path)) == [{"time": 1, "states": [ROW]}, {"time": 2, "states": None}]
+
+
+def test_fixture_is_real_quickstart_traffic():
+    responses = list(read_replay(FIXTURE))
+    assert len(responses) == 180 and count_states(FIXTURE) == 5905
+    times = [r["time"] for r in responses]
+    assert times == list(range(1633615210, 1633617001, 10))
+    for response in responses:
+        for row in response["states"] or ():
+            assert len(row) == 18
+            assert response["time"] - 60 <= row[3] <= response["time"]  # latest point, <= 60 s old
+
+
+def test_shift_response_moves_every_time_field():
+    shifted = shift_response({"time": 100, "states": [ROW]}, 1000)
+    assert shifted["time"] == 1100
+    assert shifted["states"][0][3:5] == [ROW[3] + 1000, ROW[4] + 1000]
+    assert shifted["states"][0][5:] == ROW[5:]
+
+
+def test_simulator_is_deterministic_for_a_seed():
+    a, b = Simulator(seed=3, aircraft=40, anomaly_rate=0.2), Simulator(seed=3, aircraft=40, anomaly_rate=0.2)
+    assert list(a.snapshots(30)) == list(b.snapshots(30))
+    assert a.labels == b.labels and a.labels
+    assert list(Simulator(seed=4, aircraft=40).snapshots(1)) != list(Simulator(seed=3, aircraft=40).snapshots(1))
+
+
+def test_simulator_kinematics_are_consistent():
+    """Distance flown between snapshots matches the reported speed; altitude change matches vertical rate."""
+    from ingestion.simulator import _distance
+
+    sim = Simulator(seed=7, aircraft=300, anomaly_rate=0.0)
+    first, second = list(sim.snapshots(2))
+    assert len({row[0] for row in first["states"]}) == 300
+    assert all(country_of(row[0]) == row[2] for row in first["states"])
+    airborne = [(r1, r2) for r1, r2 in zip(first["states"], second["states"], strict=True) if not r1[8] and not r2[8]]
+    assert len(airborne) > 200
+    for r1, r2 in airborne:
+        flown = float(_distance(r1[6], r1[5], r2[6], r2[5]))
+        assert flown == pytest.approx(r1[9] * 10, rel=0.02, abs=25)
+        assert r2[7] - r1[7] == pytest.approx(r1[11] * 10, abs=1.0)
+        assert 0 <= r1[7] <= 13100 and 60 <= r1[9] <= 270
+    assert any(row[8] for row in first["states"])  # some aircraft on the ground
+
+
+def test_simulator_injects_every_anomaly_kind_and_labels_it(tmp_path):
+    sim = Simulator(seed=11, aircraft=500, anomaly_rate=0.1)
+    responses = {r["time"]: {row[0]: row for row in r["states"]} for r in sim.snapshots(60)}
+    kinds = {label.kind for label in sim.labels}
+    assert kinds == set(ANOMALY_KINDS)
+    for label in sim.labels:
+        row = responses[label.time_position][label.icao24]
+        if label.kind == "emergency_squawk":
+            assert row[14] in ("7500", "7600", "7700")
+        elif label.kind == "rapid_descent":
+            assert row[11] <= -35
+        elif label.kind == "speed_spike":
+            assert row[9] >= 450
+        elif label.kind == "altitude_drop":
+            assert 50 <= row[7] <= 250 and row[9] > 120
+    normal = [row for by_icao in responses.values() for row in by_icao.values()]
+    labelled = {(label.icao24, label.time_position) for label in sim.labels}
+    assert not any(row[14] in ("7500", "7600", "7700") for row in normal if (row[0], row[3]) not in labelled)
+    write_labels(sim.labels, tmp_path / "labels.csv")
+    lines = (tmp_path / "labels.csv").read_text().splitlines()
+    assert lines[0] == "icao24,time_position,kind" and len(lines) == len(sim.labels) + 1
+
+
+def test_samples_conversion_to_si_units_and_snapshots():
+    import pandas as pd
+
+    from ingestion.samples import to_responses
+
+    points = pd.DataFrame({
+        "icao24": ["3c6444", "3c6444", "3c6444", "39cea2"],
+        "timestamp": [1_000_000_001_000, 1_000_000_012_000, 1_000_000_200_000, 1_000_000_005_000],
+        "latitude": [50.0, 50.1, 50.2, 48.7], "longitude": [8.0, 8.1, 8.2, 2.3],
+        "altitude": [10000.0, None, 9000.0, None], "groundspeed": [400.0, 410.0, 420.0, 10.0],
+        "track": [90.0, 91.0, 92.0, 180.0], "vertical_rate": [-1000.0, 0.0, 0.0, None],
+        "callsign": ["DLH9LF", "DLH9LF", "DLH9LF", "TVF93VT"], "onground": [False, False, False, True],
+        "squawk": ["1000", "1000", "1000", None],
+    })
+    responses = to_responses(points)
+    assert [r["time"] for r in responses][:3] == [1_000_000_010, 1_000_000_020, 1_000_000_030]
+    first = {row[0]: row for row in responses[0]["states"]}
+    dlh = first["3c6444"]
+    assert dlh[1] == "DLH9LF  " and dlh[2] == "Germany" and dlh[3] == 1_000_000_001
+    assert dlh[7] == pytest.approx(3048.0) and dlh[9] == pytest.approx(205.78, abs=0.01)
+    assert dlh[11] == pytest.approx(-5.08)
+    second = {row[0]: row for row in responses[1]["states"]}
+    assert second["3c6444"][7] == pytest.approx(3048.0)  # altitude carried from the point 11 s before
+    assert first["39cea2"][8] is True and first["39cea2"][2] == "France"
+    by_time = {r["time"]: {row[0] for row in r["states"] or ()} for r in responses}
+    assert "3c6444" in by_time[1_000_000_070] and "3c6444" not in by_time[1_000_000_080]  # > 60 s old
+    assert by_time[1_000_000_200] == {"3c6444"}
