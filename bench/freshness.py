@@ -423,9 +423,9 @@ def run_section(env, sizes) -> tuple[dict, dict]:
         "rates": {},
     }
     memory: dict = {"status": "ok", "unit": "MB", "measured": (
-        "peak resident memory per process tree sampled from /proc every 0.5 s during each freshness stack "
-        "(peak_rss_mb: highest sampled sum of VmRSS over the tree; peak_hwm_mb: sum of each process's "
-        "kernel-tracked peak VmHWM)"), "rates": {}}
+        "peak memory per process tree, sampled from /proc every 0.5 s while each freshness stack runs "
+        "(peak_rss_mb: highest sampled sum of VmRSS over the tree, as ps/top count it; peak_pss_mb: the same "
+        "with the proportional set size, pages shared by forked workers counted once)"), "rates": {}}
     if not dash_ok:
         memory["pending"] = {"dashboard": dash_why}
     stacks = ([[r] for r in sizes.freshness_rates] if sizes.stack_per_rate else [list(sizes.freshness_rates)])
@@ -443,7 +443,7 @@ def run_section(env, sizes) -> tuple[dict, dict]:
                     freshness["rates"].setdefault(str(rate), {"rate": rate, "error": str(exc)[:2000]})
                 freshness["status"] = "error"
             peaks = sampler.peaks()
-        peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_hwm_mb")}
+        peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_pss_mb")}
         memory["rates"][label] = peaks
         log.info("bench: [memory %s] %s", label, ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB" for k, v in peaks.items()))
     return freshness, memory

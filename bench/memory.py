@@ -1,17 +1,17 @@
 """Peak resident memory of process trees, sampled from ``/proc`` (Linux).
 
 ``MemorySampler`` polls every ``interval_s`` in a thread: for each named root pid it sums
-``VmRSS`` over the root and all its descendants (the python driver and the JVM it started), and
-keeps the highest sum. Each process's own kernel-tracked peak (``VmHWM``) is read as well, so a
-spike between two samples is not missed: ``peak_hwm_mb`` sums the per-process peaks (an upper
-bound, as the processes need not peak together), ``peak_rss_mb`` is the highest sampled sum.
+``VmRSS`` over the root and all its descendants (the python driver, the JVM it started, the
+forked pyspark workers), and keeps the highest sum: ``peak_rss_mb``. RSS counts a page shared
+by forked workers once per process, so ``peak_pss_mb`` sums the proportional set size
+(``/proc/<pid>/smaps_rollup``: each shared page split between its users) as well: the memory
+the tree really occupies. A spike shorter than the interval can be missed.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -40,6 +40,17 @@ def _command(pid: int) -> str:
     return prog
 
 
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
@@ -66,15 +77,14 @@ def tree(pid: int, kids: dict[int, list[int]]) -> list[int]:
 
 
 class MemorySampler:
-    """Track named process trees; ``peaks()`` -> ``{name: {"peak_rss_mb", "peak_hwm_mb", ...}}``."""
+    """Track named process trees; ``peaks()`` -> ``{name: {"peak_rss_mb", "peak_pss_mb", ...}}``."""
 
     def __init__(self, interval_s: float = 0.5):
         self.interval_s = interval_s
         self._roots: dict[str, int] = {}
-        self._peak: dict[str, float] = {}
-        self._hwm: dict[str, dict[int, int]] = {}
+        self._peak: dict[str, dict[str, float]] = {}
+        self._largest: dict[str, dict[str, float]] = {}  # tree -> "command (pid)" -> peak RSS kB
         self._samples: dict[str, int] = {}
-        self._comm: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,18 +104,22 @@ class MemorySampler:
         with self._lock:
             roots = dict(self._roots)
         for name, root in roots.items():
-            pids = tree(root, kids)
-            rss = sum(_status_kb(p, "VmRSS") for p in pids)
+            per = {p: (_status_kb(p, "VmRSS"), _pss_kb(p)) for p in tree(root, kids)}
+            rss = sum(r for r, _ in per.values())
             if rss == 0:
                 continue
+            pss = sum(q for _, q in per.values())
             with self._lock:
-                self._peak[name] = max(self._peak.get(name, 0), rss)
+                peak = self._peak.setdefault(name, {"rss": 0, "pss": 0, "processes": 0})
+                peak["rss"] = max(peak["rss"], rss)
+                peak["pss"] = max(peak["pss"], pss)
+                peak["processes"] = max(peak["processes"], sum(r > 0 for r, _ in per.values()))
                 self._samples[name] = self._samples.get(name, 0) + 1
-                hwm = self._hwm.setdefault(name, {})
-                for p in pids:
-                    hwm[p] = max(hwm.get(p, 0), _status_kb(p, "VmHWM"))
-                    if p not in self._comm:
-                        self._comm[p] = _command(p)
+                largest = self._largest.setdefault(name, {})
+                for p, (r, _) in per.items():
+                    if r:  # the command read now: a pid that exec'd (bash -> java) shows what runs
+                        key = f"{_command(p)} ({p})"
+                        largest[key] = max(largest.get(key, 0), r)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -124,19 +138,9 @@ class MemorySampler:
     def peaks(self) -> dict[str, dict]:
         with self._lock:
             return {
-                name: {"peak_rss_mb": self._peak[name] / 1024, "peak_hwm_mb": sum(self._hwm[name].values()) / 1024,
-                       "processes": len(self._hwm[name]), "samples": self._samples[name],
-                       "largest": [{"command": self._comm.get(p, "?"), "peak_hwm_mb": kb / 1024}
-                                   for p, kb in sorted(self._hwm[name].items(), key=lambda x: -x[1])[:4]]}
-                for name in self._peak
+                name: {"peak_rss_mb": p["rss"] / 1024, "peak_pss_mb": p["pss"] / 1024,
+                       "max_processes": int(p["processes"]), "samples": self._samples[name],
+                       "largest": [{"process": k, "peak_rss_mb": kb / 1024}
+                                   for k, kb in sorted(self._largest[name].items(), key=lambda x: -x[1])[:4]]}
+                for name, p in self._peak.items()
             }
-
-    def reset(self) -> None:
-        with self._lock:
-            self._peak.clear()
-            self._hwm.clear()
-            self._samples.clear()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

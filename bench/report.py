@@ -93,10 +93,12 @@ def render_reads(s: dict) -> list[str]:
 
 
 def render_memory(s: dict) -> list[str]:
-    out = ["**Memory**, peak RSS of the demo stack during each freshness run, MB (sampled sum over the process "
-           "tree; sum of per-process kernel peaks in brackets):", ""]
+    out = ["**Memory**, peak RSS of the demo stack while each freshness stack ran, MB (sampled sum over the "
+           "process tree; proportional set size, shared pages counted once, in brackets):", ""]
     rates = list(s["rates"])
     names = sorted({n for r in rates for n in s["rates"][r]} - {"total"}) + ["total"]
+    order = {"kafka broker": 0, "spark (run all: python + JVM)": 1, "dashboard": 2, "total": 3}
+    names.sort(key=lambda n: order.get(n, 2.5))
     label = {r: " then ".join(f"{int(x):,}" for x in r.split("+")) for r in rates}
     out.append("| process | " + " | ".join(f"at {label[r]} states/s" for r in rates) + " |")
     out.append("|---|" + "---:|" * len(rates))
@@ -104,7 +106,7 @@ def render_memory(s: dict) -> list[str]:
         cells = []
         for r in rates:
             p = s["rates"][r].get(name)
-            cells.append(f"{p['peak_rss_mb']:,.0f} ({p['peak_hwm_mb']:,.0f})" if p else "-")
+            cells.append(f"{p['peak_rss_mb']:,.0f} ({p['peak_pss_mb']:,.0f})" if p else "-")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, why in s.get("pending", {}).items():
         out.append(f"| {name} | pending: {why} |" + " |" * (len(rates) - 1))

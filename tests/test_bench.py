@@ -154,3 +154,28 @@ def test_fleet_reports_more_often_above_the_largest_simulated_fleet():
     assert fleet_for(1_000, 10.0) == (10_000, 10.0)
     aircraft, interval = fleet_for(10_000, 10.0)
     assert aircraft == MAX_AIRCRAFT and aircraft / interval == 10_000
+
+
+def test_memory_sampler_sums_the_whole_process_tree(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from bench.memory import MemorySampler
+
+    # a shell whose python child holds 150 MB: the tree's peak must include the child
+    code = "x = bytearray(150 * 2**20); import time; time.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{code}"; true'], start_new_session=True)
+    try:
+        with MemorySampler(interval_s=0.1) as sampler:
+            sampler.track("tree", parent.pid)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and sampler.peaks().get("tree", {}).get("peak_rss_mb", 0) < 150:
+                time.sleep(0.1)
+        peak = sampler.peaks()["tree"]
+    finally:
+        os.killpg(parent.pid, 15)
+        parent.wait(timeout=10)
+    assert peak["peak_rss_mb"] >= 150 and peak["max_processes"] == 2
+    assert 150 <= peak["peak_pss_mb"] <= peak["peak_rss_mb"]
+    assert peak["largest"][0]["process"].startswith("python")
