@@ -58,7 +58,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(runs=1, records=2_000, aircraft=500, warmup_records=0, freshness_rates=(100, 1_000),
-              freshness_window_s=15.0, freshness_warmup_s=3.0, freshness_drain_s=45.0, freshness_startup_s=300.0,
+              freshness_window_s=15.0, freshness_warmup_s=3.0, freshness_drain_s=45.0, freshness_startup_s=420.0,
               stack_per_rate=False,
               scoring_rows=5_000, reads_commits=120, reads_rows=50, repeats=3)
 
