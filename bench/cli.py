@@ -26,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.env import REPO
+from bench.env import REPO, free_port
 
 log = logging.getLogger("bench")
 SECTIONS = ("reads", "freshness", "memory", "throughput", "scoring")
@@ -176,7 +176,10 @@ def run(args, settings) -> int:
 
                     def factory():
                         nonlocal spark
-                        spark = build_spark(env.settings, app_name="opensky-lakehouse bench", register=False)
+                        # the UI (loopback, free port) only for its REST API: stage timings per step
+                        ui = {"spark.ui.enabled": "true", "spark.ui.port": str(free_port())}
+                        spark = build_spark(env.settings, app_name="opensky-lakehouse bench", register=False,
+                                            extra_conf=ui)
                         install_progress_logger(spark)
                         return spark
 

@@ -50,7 +50,18 @@ class BenchEnv:
         self.work.mkdir(parents=True)
         log.info("bench: work directory %s; starting a broker for the suite on %s", self.work,
                  self.settings.kafka.bootstrap_servers)
-        kafka_broker.start(self.settings)
+        for attempt in (1, 2):
+            try:
+                kafka_broker.start(self.settings)
+                break
+            except kafka_broker.BrokerError as exc:
+                # a random cluster id starting with "-" is read as an option by kafka-storage
+                # (about 1 start in 64): a second start with a new id is the bounded way out
+                if attempt == 2:
+                    raise
+                log.warning("bench: broker start failed (%s); retrying once with fresh storage",
+                            str(exc).splitlines()[0][:200])
+                shutil.rmtree(self.work / "kafka", ignore_errors=True)
         self._broker_started = True
         return self
 

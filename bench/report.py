@@ -48,6 +48,30 @@ def render_throughput(s: dict) -> list[str]:
                    f"| {_fig(m['processing_s'], 1)} | {_fig(m.get('noop_s'), 1)} |")
     for layer, why in s.get("pending", {}).items():
         out.append(f"| {layer} | pending | | | {why} |")
+    out += slowest_profile(s)
+    return out
+
+
+def slowest_profile(s: dict) -> list[str]:
+    """Where the slowest layer's time went in its median run (Spark stages by call site)."""
+    layers = {k: m for k, m in s["metrics"].items() if k in ("bronze", "silver", "gold") and m["records_per_s"]}
+    if not layers:
+        return []
+    slowest = min(layers, key=lambda k: layers[k]["records_per_s"]["median"])
+    runs = [r for r in s.get("detail", []) if r.get(slowest, {}).get("stages")]
+    if not runs:
+        return []
+    run = sorted(runs, key=lambda r: r[slowest]["processing_s"])[len(runs) // 2]
+    step = run[slowest]
+    out = ["", f"Slowest layer: **{slowest}**; its median run ({step['processing_s']:.1f} s of micro-batch time, "
+               f"{step['batches']} batch(es)) by Spark stage call site:", "",
+           "| call site | stages | stage wall s | task s |", "|---|---:|---:|---:|"]
+    for g in step["stages"][:6]:
+        out.append(f"| `{g['call_site']}` | {g['stages']} | {g['wall_s']:.1f} | {g['task_s']:.1f} |")
+    phases = step.get("phases_s") or {}
+    if phases:
+        out += ["", "Streaming phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                         sorted(phases.items(), key=lambda x: -x[1]) if v >= 0.05)]
     return out
 
 

@@ -106,11 +106,51 @@ def reference_start(spark, settings, once: bool = True) -> list:
 
 def spark_step(name: str, spark, settings) -> dict:
     start = reference_start if name == "reference" else importlib.import_module(f"lakehouse.jobs.{name}").start
+    t0 = time.time()
     queries, wall = _run_once(start, spark, settings)
+    t1 = time.time()
     rows, seconds, batches, phases = _progress_seconds(queries)
     _, noop = _run_once(start, spark, settings)
     return {"rows": rows, "processing_s": seconds, "batches": batches, "wall_s": wall, "noop_s": noop,
-            "phases_s": phases}
+            "phases_s": phases, "stages": stage_profile(spark, t0, t1)}
+
+
+def stage_profile(spark, t0: float, t1: float, top: int = 8) -> list[dict] | None:
+    """Where a step's time went: its completed Spark stages between ``t0`` and ``t1`` (epoch s),
+    grouped by call site (PySpark names a stage after the Python line of its action), from the
+    Spark UI's REST API (the bench's session runs with the UI on a loopback port)."""
+    import json
+    import urllib.request
+    from datetime import datetime
+
+    url = spark.sparkContext.uiWebUrl
+    if not url:
+        return None
+
+    def get(path: str):
+        with urllib.request.urlopen(f"{url}/api/v1/{path}", timeout=30) as response:
+            return json.loads(response.read())
+
+    def epoch(text: str | None) -> float | None:  # "2026-01-01T12:00:00.123GMT"
+        return datetime.strptime(text.replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() if text else None
+
+    try:
+        app = get("applications")[0]["id"]
+        stages = get(f"applications/{app}/stages?status=complete")
+    except (OSError, ValueError, IndexError, KeyError):
+        return None
+    groups: dict[str, dict] = {}
+    for st in stages:
+        begin, end = epoch(st.get("submissionTime")), epoch(st.get("completionTime"))
+        if begin is None or end is None or begin < t0 - 1 or end > t1 + 1:
+            continue
+        g = groups.setdefault(st["name"], {"call_site": st["name"], "stages": 0, "wall_s": 0.0, "task_s": 0.0,
+                                           "tasks": 0})
+        g["stages"] += 1
+        g["wall_s"] += end - begin
+        g["task_s"] += st.get("executorRunTime", 0) / 1000
+        g["tasks"] += st.get("numTasks", 0)
+    return sorted(groups.values(), key=lambda g: -g["wall_s"])[:top]
 
 
 def available_layers() -> tuple[list[str], dict[str, str]]:
