@@ -270,8 +270,8 @@ class Stack:
                 return
             if time.time() - last_log >= 15:
                 last_log = time.time()
-                log.info("bench: [freshness %s] %d live_flights versions, %d snapshots sent, producer behind %.1f s, "
-                         "%.0f s to go", self.label, self.watcher.version + 1, len(self.plog.snapshots),
+                log.info("bench: [freshness %s] gold.live_flights at version %d, %d snapshots sent, producer "
+                         "behind %.1f s, %.0f s to go", self.label, self.watcher.version, len(self.plog.snapshots),
                          self.plog.behind_s, until - time.time())
             time.sleep(self.sizes.poll_s)
 
