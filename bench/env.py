@@ -114,12 +114,17 @@ class BenchEnv:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int | None:
-    """SIGTERM the process group of ``proc`` (its own session), SIGKILL after ``timeout``."""
+    """SIGTERM ``proc`` itself, SIGKILL its process group after ``timeout``.
+
+    Only the python process gets the SIGTERM: it stops its streaming queries between
+    micro-batches and its JVM exits with it. (A SIGTERM to the whole group would also reach the
+    JVM, whose shutdown hook then stops Spark under the running queries.)
+    """
     import signal
 
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
