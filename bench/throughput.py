@@ -144,8 +144,9 @@ def stage_profile(spark, t0: float, t1: float, top: int = 8) -> list[dict] | Non
         begin, end = epoch(st.get("submissionTime")), epoch(st.get("completionTime"))
         if begin is None or end is None or begin < t0 - 1 or end > t1 + 1:
             continue
-        g = groups.setdefault(st["name"], {"call_site": st["name"], "stages": 0, "wall_s": 0.0, "task_s": 0.0,
-                                           "tasks": 0})
+        # Delta names its internal jobs ("Delta: Compute snapshot ..."); otherwise the action's call site
+        what = (st.get("description") or st["name"]).splitlines()[0][:120]
+        g = groups.setdefault(what, {"call_site": what, "stages": 0, "wall_s": 0.0, "task_s": 0.0, "tasks": 0})
         g["stages"] += 1
         g["wall_s"] += end - begin
         g["task_s"] += st.get("executorRunTime", 0) / 1000
