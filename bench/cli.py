@@ -3,8 +3,9 @@
 Writes ``<out>/<stamp>.json`` and ``<stamp>.md`` (full run: ``bench/results/``, and the README's
 "Performance" section; ``--quick``: ``data/bench/results/``, README untouched). Everything runs
 in a work directory with its own Kafka broker on free ports, removed at the end (``--keep``
-keeps it). Sections run in this order: reads (delta-rs only), freshness + memory (``run all``
-subprocesses), throughput + scoring (one in-process SparkSession). ``--render FILE`` only
+keeps it). Sections run in this order: reads (delta-rs only), throughput + scoring (one
+in-process SparkSession, stopped with its JVM afterwards), freshness + memory (``run all``
+subprocesses, gold scoring with the model the throughput section trained). ``--render FILE`` only
 re-renders the markdown and the README section from an existing result.
 
 Full sizes (about 60-75 min on 2 cores): throughput 1,000,000 states x 3 runs after a
@@ -110,6 +111,27 @@ def _mem_total_gb() -> float | None:
         return None
 
 
+def stop_spark(spark) -> None:
+    """Stop the session and its JVM (``SparkSession.stop`` leaves the py4j JVM process running)."""
+    if spark is None:
+        return
+    from pyspark import SparkContext
+
+    spark.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 def sizes_from(args) -> Sizes:
     sizes = QUICK if args.quick else FULL
     if args.runs:
@@ -160,7 +182,7 @@ def run(args, settings) -> int:
     spark = last = None
     failed = False
     with BenchEnv(settings, work, keep=args.keep) as env:
-        steps = [name for name in ("reads", "freshness", "throughput", "scoring") if name in wanted
+        steps = [name for name in ("reads", "throughput", "scoring", "freshness") if name in wanted
                  or (name == "freshness" and "memory" in wanted) or (name == "throughput" and "scoring" in wanted)]
         for i, name in enumerate(steps, 1):
             log.info("bench: === %d/%d %s ===", i, len(steps), name)
@@ -193,8 +215,10 @@ def run(args, settings) -> int:
                     sections["memory"] = {"status": "error", "error": "the freshness stack failed (see freshness)"}
                 failed = True
             log.info("bench: %s done in %.0f s", name, time.time() - t0)
-        if spark is not None:
-            spark.stop()
+            if name == "scoring" or (name == "throughput" and "scoring" not in steps):
+                stop_spark(spark)  # the freshness stacks get the machine to themselves
+                spark = None
+        stop_spark(spark)
     for name in wanted:
         if name not in sections:
             sections[name] = {"status": "skipped", "reason": "not selected"}

@@ -39,6 +39,9 @@ class BenchEnv:
             kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "data_dir": str(self.work / "kafka"),
                    "controller_port": 0, "topic": "bench.default"},
             storage={"root": str(self.work / "lake")},
+            # one model for the whole suite: trained once on the first silver table, then used by
+            # gold in every throughput run and every freshness stack, and by the scoring section
+            ml={"model_dir": str(self.work / "models")},
         )
         self._broker_started = False
 

@@ -2,8 +2,9 @@
 
 Pending until ``ml.scoring`` is on this checkout. Input: the first ``scoring_rows`` states (by
 event time) of the last throughput run's ``silver.flights``, with each aircraft's previous
-state added by ``ml.features.add_previous_state`` (the model's input contract). The model:
-``opensky-lakehouse train`` on that same silver table (a subprocess, as a user trains it).
+state added by ``ml.features.add_previous_state`` (the model's input contract). The model: the
+suite's one model (:func:`ensure_model`: ``opensky-lakehouse train``, a subprocess as a user
+trains it, on the first silver table of the throughput section).
 
 Both paths score the same rows with the same artefact, ``sizes.runs`` times each:
 
@@ -63,6 +64,26 @@ def train(env, settings) -> str:
     return result.stdout
 
 
+def ensure_model(env, settings) -> str | None:
+    """The suite's model version: trained now on ``settings``' silver.flights if there is none yet.
+
+    None while ``ml`` is not on this checkout (gold then runs on its rules only).
+    """
+    if not ml_available()[0]:
+        return None
+    artefact = importlib.import_module("ml.artefact")
+    directory = artefact.model_dir(settings)
+    version = artefact.latest_version(directory)
+    if version is None:
+        log.info("bench: training the suite's model on %s (opensky-lakehouse train; not timed)",
+                 settings.storage.root)
+        t0 = time.perf_counter()
+        train(env, settings)
+        version = artefact.latest_version(directory)
+        log.info("bench: model %s trained in %.0f s", version, time.perf_counter() - t0)
+    return version
+
+
 def run_section(env, sizes, spark, settings) -> dict:
     ok, why = ml_available()
     if not ok:
@@ -72,8 +93,7 @@ def run_section(env, sizes, spark, settings) -> dict:
     scoring = importlib.import_module("ml.scoring")
     artefact = importlib.import_module("ml.artefact")
 
-    log.info("bench: [scoring] training a model on the throughput run's silver.flights")
-    train(env, settings)
+    ensure_model(env, settings)
     model = artefact.load_artefact(artefact.model_dir(settings))
     threshold = getattr(settings.ml, "score_threshold", 0) or model.threshold  # as add_ml_scores decides
     frame = input_frame(settings, sizes.scoring_rows)

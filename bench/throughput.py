@@ -27,6 +27,7 @@ import logging
 import time
 
 from bench.figures import figure, rate, ratio
+from bench.scoring import ensure_model
 
 log = logging.getLogger("bench")
 LAYERS = ("bronze", "silver", "gold")
@@ -154,6 +155,18 @@ def stage_profile(spark, t0: float, t1: float, top: int = 8) -> list[dict] | Non
     return sorted(groups.values(), key=lambda g: -g["wall_s"])[:top]
 
 
+def gold_model_versions(settings) -> list[str]:
+    """Model versions in the gold.live_flights the gold step wrote (empty: rules only)."""
+    from deltalake import DeltaTable
+
+    from lakehouse.catalog import table_path
+    from lakehouse.status import delta_uri, storage_options
+
+    dt = DeltaTable(delta_uri(table_path(settings, "gold.live_flights")), storage_options=storage_options(settings))
+    column = dt.to_pyarrow_table(columns=["model_version"]).column("model_version")
+    return sorted({v for v in column.to_pylist() if v})
+
+
 def available_layers() -> tuple[list[str], dict[str, str]]:
     """Layers whose job module exists on this checkout; the others are pending."""
     ready, pending = [], {}
@@ -173,13 +186,17 @@ def one_run(env, spark, sizes, run: int, label: str, name: str) -> dict:
     result["produce"] = produce(settings, sizes.records, sizes.aircraft, seed=run)
     layers, _ = available_layers()
     for step in ("reference", *layers):
+        if step == "gold":
+            result["model_version"] = ensure_model(env, settings)
         result[step] = spark_step(step, spark, settings)
         r = result[step]
         log.info("bench: [throughput %s] %-9s %s rows in %.1f s (%s records/s; --once wall %.1f s, no-op %.1f s)",
                  label, step, f"{r['rows']:,}", r["processing_s"], f"{rate(r['rows'], r['processing_s']) or 0:,.0f}",
                  r["wall_s"], r["noop_s"])
-    for r in result.values():
-        r["records_per_s"] = rate(r["rows"], r["processing_s"])
+    for step in ("produce", "reference", *layers):
+        result[step]["records_per_s"] = rate(result[step]["rows"], result[step]["processing_s"])
+    if "gold" in result:
+        result["gold"]["scored_with_model"] = gold_model_versions(settings)
     if all(layer in result for layer in LAYERS):
         total = sum(result[s]["processing_s"] for s in ("produce", *LAYERS))
         result["end_to_end"] = {"rows": result["produce"]["rows"], "processing_s": total,
@@ -230,6 +247,7 @@ def run_section(env, sizes, spark_factory) -> dict:
             "silver + gold). Reference: Kafka -> Delta copy, no transformation, same Spark session."
         ),
         "metrics": metrics,
+        "gold_scored_with_model": runs[-1].get("gold", {}).get("scored_with_model"),
         "detail": runs,
     }
     if pending:
