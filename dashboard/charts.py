@@ -78,10 +78,10 @@ def map_points(live: pd.DataFrame, selected: str | None = None) -> pd.DataFrame:
         "icao24": frame.icao24.astype(str),
         "callsign_text": frame.callsign.fillna("").astype(str).where(frame.callsign.notna(), "(no callsign)"),
         "origin_country": frame.origin_country.fillna("").astype(str),
-        "longitude": frame.longitude.astype(float),
-        "latitude": frame.latitude.astype(float),
+        "longitude": frame.longitude.astype(float).round(5),  # 5 decimals: about 1 m
+        "latitude": frame.latitude.astype(float).round(5),
         # deck.gl turns icons counter-clockwise; true_track is clockwise from north.
-        "angle": (-track) % 360.0,
+        "angle": ((-track) % 360.0).round(1),
         "state": state,
         "state_label": state.map(lambda s: STATES[s][0]),
         "color": state.map(lambda s: STATES[s][1] + [235]),
@@ -138,6 +138,14 @@ def basemap_paths() -> list[dict]:
     return paths
 
 
+class CompactDeck(pdk.Deck):
+    """A Deck whose JSON has no indentation: pydeck pretty-prints, which more than doubles what
+    every refresh sends to the browser for thousands of aircraft."""
+
+    def to_json(self) -> str:
+        return json.dumps(json.loads(super().to_json()), separators=(",", ":"))
+
+
 # pydeck reads a bare string as a JavaScript accessor; quotes make it a plain string.
 PIXELS = "'pixels'"
 
@@ -162,7 +170,7 @@ def deck(points: pd.DataFrame, view: dict, trail: pd.DataFrame | None = None,
         get_angle="angle", get_color="color", get_size="size", size_units=PIXELS, pickable=True,
         auto_highlight=True,
     ))
-    return pdk.Deck(
+    return CompactDeck(
         layers=layers,
         initial_view_state=pdk.ViewState(**view),
         map_style=map_style or None,

@@ -29,6 +29,11 @@ class Table:
     def short_name(self) -> str:
         return self.name.split(".", 1)[1]
 
+    @property
+    def internal(self) -> bool:
+        """Bookkeeping of a job (``silver._dedup_stats``), not a table for users."""
+        return self.short_name.startswith("_")
+
     def path(self, settings: Settings) -> str:
         return join_path(settings.storage.root, self.layer, self.short_name)
 
@@ -60,6 +65,11 @@ _STATE_COLUMNS = """
     vertical_rate double, sensors array<int>, geo_altitude double, squawk string, spi boolean,
     position_source int, category int
 """
+
+# What gold computes per state: rule names, ML score, flags (the ML columns stay null until a
+# model is scored).
+_SCORED_COLUMNS = """, rules array<string>, rule_anomaly boolean, anomaly_score double,
+    ml_anomaly boolean, is_anomaly boolean, model_version string"""
 
 TABLES: dict[str, Table] = {
     t.name: t
@@ -93,9 +103,7 @@ TABLES: dict[str, Table] = {
             name="gold.live_flights",
             partition_by=(),
             keys=("icao24",),
-            schema=_STATE_COLUMNS
-            + """, rules array<string>, rule_anomaly boolean, anomaly_score double,
-                ml_anomaly boolean, is_anomaly boolean, model_version string, updated_at timestamp""",
+            schema=_STATE_COLUMNS + _SCORED_COLUMNS + ", updated_at timestamp",
             description="Latest state of every aircraft seen within gold.live_window; rewritten each batch.",
         ),
         Table(
@@ -126,6 +134,24 @@ TABLES: dict[str, Table] = {
                 aircraft bigint, airborne bigint, position_reports bigint, avg_velocity double,
                 avg_baro_altitude double""",
             description="Tumbling windows per origin country; counts are distinct aircraft.",
+        ),
+        # Bookkeeping of the jobs (names start with "_"): durable, Delta, time-travelled like the rest.
+        Table(
+            name="silver._dedup_stats",
+            partition_by=(),
+            keys=("app_id", "batch_id"),
+            schema="""app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint,
+                quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint,
+                max_event_time timestamp, committed_at timestamp""",
+            description="One row per silver micro-batch: rows in, rows out per table, duplicates dropped.",
+        ),
+        Table(
+            name="gold._state",
+            partition_by=(),
+            keys=("kind", "icao24", "event_time"),
+            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS,
+            description="Gold job state: each aircraft's last state (kind 'last') and the states of "
+            "windows not closed yet (kind 'window'); rewritten each batch.",
         ),
     )
 }

@@ -98,6 +98,7 @@ class ValidationSettings:
 @dataclass(frozen=True)
 class SilverSettings:
     dedup_watermark: str
+    max_files_per_trigger: int
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class GoldSettings:
     live_window: str
     window_duration: str
     window_watermark: str
+    state_retention: str
+    max_files_per_trigger: int
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,10 @@ class MlSettings:
     model_version: str
     arrow_batch_size: int
     random_state: int
+    score_threshold: float
+    reload_interval_s: float
+    max_training_rows: int
+    max_samples: int
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,7 @@ _POSITIVE = {
     ("simulator", "interval_s"),
     ("ml", "n_estimators"),
     ("ml", "arrow_batch_size"),
+    ("ml", "max_samples"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
     ("dashboard", "stale_after_s"),
@@ -286,12 +294,16 @@ _NON_NEGATIVE = {
     ("kafka", "max_offsets_per_trigger"),
     ("opensky", "daily_credits"),
     ("opensky", "poll_interval_s"),
+    ("ml", "reload_interval_s"),
+    ("ml", "max_training_rows"),
     ("opensky", "max_retries"),
     ("opensky", "backoff_base_s"),
     ("opensky", "backoff_max_s"),
     ("opensky", "token_refresh_margin_s"),
     ("producer", "linger_ms"),
     ("maintain", "retention_hours"),
+    ("silver", "max_files_per_trigger"),
+    ("gold", "max_files_per_trigger"),
 }
 _DURATIONS = {
     ("streaming", "bronze_trigger"),
@@ -301,6 +313,7 @@ _DURATIONS = {
     ("gold", "live_window"),
     ("gold", "window_duration"),
     ("gold", "window_watermark"),
+    ("gold", "state_retention"),
 }
 
 
@@ -356,6 +369,10 @@ def _check(section: str, key: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
     if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
         raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
+    if (section, key) == ("ml", "score_threshold") and not 0 <= value < 1:
+        raise ConfigError(f"ml.score_threshold: expected 0 (use the model's) or a score in (0, 1), got {value!r}")
+    if (section, key) == ("ml", "model_version") and value and not re.fullmatch(r"v\d{4,}", value):
+        raise ConfigError(f"ml.model_version: expected empty (newest) or a version such as v0003, got {value!r}")
     if (section, key) == ("opensky", "bbox") and value.strip():
         parts = value.split(",")
         try:

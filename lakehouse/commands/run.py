@@ -34,7 +34,7 @@ def run_layers(settings, layers: list[str], once: bool) -> int:
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
-    from lakehouse.jobs.common import await_queries, install_progress_logger
+    from lakehouse.jobs.common import await_queries, flush_progress, install_progress_logger
     from lakehouse.spark import build_spark
 
     spark = build_spark(settings, app_name=f"opensky-lakehouse {'+'.join(layers)}")
@@ -42,7 +42,11 @@ def run_layers(settings, layers: list[str], once: bool) -> int:
     try:
         if once:
             for layer in layers:
-                await_queries(job_module(layer).start(spark, settings, once=True))
+                queries = job_module(layer).start(spark, settings, once=True)
+                try:
+                    await_queries(queries)
+                finally:
+                    flush_progress(spark, queries)
                 log.info("%s: processed everything available", layer)
         else:
             queries = [q for layer in layers for q in job_module(layer).start(spark, settings, once=False)]

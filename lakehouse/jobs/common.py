@@ -8,10 +8,12 @@ queries between micro-batches; the checkpoints make the next start continue exac
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import signal
 import sys
+import threading
 import time
 
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -26,9 +28,18 @@ def trigger(settings_interval: str, once: bool) -> dict:
 
 def kafka_lag(source_progress) -> int | None:
     """Records in Kafka behind the query: sum over partitions of latest offset - end offset."""
+    def parse(offset):
+        # JSON text from the listener bus; ``recentProgress`` gives ``str(dict)`` (Python repr).
+        if isinstance(offset, dict):
+            return offset
+        try:
+            return json.loads(offset or "null")
+        except ValueError:
+            return ast.literal_eval(offset)
+
     try:
-        latest = json.loads(source_progress.latestOffset or "null")
-        end = json.loads(source_progress.endOffset or "null")
+        latest = parse(source_progress.latestOffset)
+        end = parse(source_progress.endOffset)
     except (TypeError, ValueError):
         return None
     if not isinstance(latest, dict) or not isinstance(end, dict):
@@ -60,12 +71,25 @@ class ProgressLogger(StreamingQueryListener):
     def onQueryStarted(self, event) -> None:
         log.info("%s started (id %s)", event.name or event.id, event.id)
 
-    def onQueryProgress(self, event) -> None:
-        progress = event.progress
+    def __init__(self) -> None:
+        super().__init__()
+        self._logged: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    def log_progress(self, progress) -> None:
+        """Log one batch once, whether it comes from the listener bus or from ``recentProgress``."""
+        with self._lock:
+            key = (str(progress.runId), progress.batchId)
+            if key in self._logged:
+                return
+            self._logged.add(key)
         if progress.numInputRows > 0:
             log.info(progress_line(progress))
         else:
             log.debug(progress_line(progress))
+
+    def onQueryProgress(self, event) -> None:
+        self.log_progress(event.progress)
 
     def onQueryIdle(self, event) -> None:
         pass
@@ -84,6 +108,17 @@ def install_progress_logger(spark) -> None:
     if key not in _LISTENERS:
         _LISTENERS[key] = ProgressLogger()
         spark.streams.addListener(_LISTENERS[key])
+
+
+def flush_progress(spark, queries: list[StreamingQuery]) -> None:
+    """Log batches the listener bus has not delivered yet (it is asynchronous: a short --once
+    run can end before its events arrive)."""
+    listener = _LISTENERS.get(id(spark))
+    if listener is None:
+        return
+    for q in queries:
+        for progress in q.recentProgress:
+            listener.log_progress(progress)
 
 
 def await_queries(queries: list[StreamingQuery], poll_s: float = 1.0) -> None:

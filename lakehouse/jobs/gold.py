@@ -1,0 +1,124 @@
+"""Gold job: ``silver.flights`` -> live flights, anomalies, window and country counts, exactly once.
+
+Run: ``opensky-lakehouse run gold [--once]`` or
+``spark-submit $(opensky-lakehouse spark-conf) lakehouse/jobs/gold.py [--once]``.
+
+One streaming query reads silver as a Delta stream; one handler, :func:`write_gold_batch`,
+scores the new states (rules, then the scoring step) and writes every gold table. The job's
+state lives in ``gold._state`` (Delta): each aircraft's last state (``kind = 'last'``, for
+``position_jump`` across micro-batches and for the live view) and the states of windows not
+closed yet (``kind = 'window'``). Windows close when their end is at or before the newest event
+time minus ``gold.window_watermark``; a state arriving for a window already closed is counted in
+the log ("late") and left out of the window tables (it is still in silver, live and anomalies).
+
+Exactly once: every table is written with ``txnAppId`` = query id and ``txnVersion`` = batch id,
+``gold._state`` last, so a replayed batch recomputes from the same state and skips the writes
+already committed. ``gold.live_flights`` is overwritten once per batch: its versions are the
+history of the sky.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import checkpoint_path, table_path
+from lakehouse.jobs.common import trigger
+from lakehouse.jobs.delta_io import app_id, write_delta
+from lakehouse.settings import Settings
+from lakehouse.tables import ensure_table
+from lakehouse.transforms import gold as G
+
+SOURCE = "silver.flights"
+OUTPUTS = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")
+STATE = "gold._state"
+log = logging.getLogger("lakehouse.jobs")
+
+
+def scoring_step(spark, settings: Settings):
+    """The step that adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``."""
+    return G.no_model
+
+
+def _before(moment, duration: str):
+    return F.lit(moment) - F.expr(f"INTERVAL {duration}")
+
+
+def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
+    """foreachBatch handler: one silver micro-batch -> every gold table, then the job state."""
+    spark = batch_df.sparkSession
+    app = app_id(spark, checkpoint, "gold")
+    cfg = settings.gold
+    state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
+    scored = None
+    try:
+        last = state.where("kind = 'last'").drop("kind")
+        open_windows = state.where("kind = 'window'").drop("kind")
+        prev_newest = last.agg(F.max("event_time")).first()[0]
+        scored = batch_df.transform(G.score_states(last, settings.rules, scoring_step(spark, settings))).persist()
+        summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
+                             F.count_if("is_anomaly").alias("anomalies")).first()
+        if summary["n"] == 0:
+            return
+        newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
+
+        windowed = scored.transform(G.with_window(cfg.window_duration))
+        if prev_newest is not None:  # windows closed by an earlier batch take no more states
+            on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
+            late = windowed.where(~on_time).count()
+            windowed = windowed.where(on_time)
+        else:
+            late = 0
+        buffer = open_windows.transform(G.with_window(cfg.window_duration)).unionByName(windowed)
+        is_closed = G.closed(_before(newest, cfg.window_watermark))
+        closing = buffer.where(is_closed)
+        still_open = buffer.where(~is_closed).select(F.lit("window").alias("kind"), *G.SCORED_COLUMNS)
+
+        latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
+        new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
+
+        write_delta(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app, batch_id)
+        write_delta(G.window_stats(closing), table_path(settings, "gold.window_stats"), app, batch_id)
+        write_delta(G.country_counts(closing), table_path(settings, "gold.country_counts"), app, batch_id)
+        write_delta(G.to_live_flights(latest, _before(newest, cfg.live_window)),
+                    table_path(settings, "gold.live_flights"), app, batch_id, mode="overwrite")
+        # Last: the state a replay of this batch would otherwise read.
+        write_delta(new_state, table_path(settings, STATE), app, batch_id, mode="overwrite")
+    finally:
+        if scored is not None:
+            scored.unpersist()
+        state.unpersist()
+    log.info("gold batch %d: %d states, %d anomalies, newest event %s%s", batch_id, summary["n"],
+             summary["anomalies"], newest, f", {late} late for closed windows" if late else "")
+
+
+def read_silver(spark, settings: Settings):
+    reader = spark.readStream.format("delta")
+    if settings.gold.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", settings.gold.max_files_per_trigger)
+    return reader.load(table_path(settings, SOURCE))
+
+
+def start(spark, settings: Settings, once: bool = False) -> list:
+    for name in (SOURCE, *OUTPUTS, STATE):
+        ensure_table(spark, settings, name)
+    log.info("gold: no model: rules only")
+    checkpoint = checkpoint_path(settings, "gold", "gold")
+    query = (
+        read_silver(spark, settings)
+        .writeStream.foreachBatch(partial(write_gold_batch, settings=settings, checkpoint=checkpoint))
+        .queryName("gold")
+        .option("checkpointLocation", checkpoint)
+        .trigger(**trigger(settings.streaming.gold_trigger, once))
+        .start()
+    )
+    return [query]
+
+
+if __name__ == "__main__":
+    from lakehouse.jobs.common import submit_main
+
+    sys.exit(submit_main("gold"))

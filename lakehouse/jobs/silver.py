@@ -1,0 +1,124 @@
+"""Silver job: ``bronze.opensky_states`` -> ``silver.flights`` + ``silver.quarantine``, exactly once.
+
+Run: ``opensky-lakehouse run silver [--once]`` or
+``spark-submit $(opensky-lakehouse spark-conf) lakehouse/jobs/silver.py [--once]``.
+
+One streaming query reads bronze as a Delta stream; one handler, :func:`write_silver_batch`,
+writes both outputs of each micro-batch, so every bronze row is counted exactly once:
+``bronze rows = silver.flights + silver.quarantine + duplicates dropped``. The duplicates
+dropped per batch are kept in ``silver._dedup_stats`` (with the rows in and out), which
+``opensky-lakehouse status`` sums.
+
+Exactly once: each table is written with ``txnAppId`` = query id and ``txnVersion`` = batch id,
+so a replayed batch skips what it already committed. The only state the batch reads is
+``silver.flights`` (known keys) and ``silver._dedup_stats`` (the watermark, of earlier batches
+only); ``silver.flights`` is written last, so a replay recomputes exactly what the first attempt
+decided.
+
+Deduplication: one row per (``icao24``, ``event_time``). The watermark is the newest event time
+of earlier batches minus ``silver.dedup_watermark``; a record newer than it is looked up among
+the silver keys since the watermark (bounded state: Delta skips older files by their event_time
+statistics). A record older than the watermark is not looked up and is kept: a duplicate that
+late is not recognised (counted per batch as ``unchecked_late_rows``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import partial
+
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import checkpoint_path, table_path
+from lakehouse.jobs.common import trigger
+from lakehouse.jobs.delta_io import app_id, write_delta
+from lakehouse.settings import Settings
+from lakehouse.tables import ensure_table
+from lakehouse.transforms.silver import drop_duplicates, parse_and_validate, to_flights, to_quarantine
+
+SOURCE = "bronze.opensky_states"
+FLIGHTS = "silver.flights"
+QUARANTINE = "silver.quarantine"
+STATS = "silver._dedup_stats"
+log = logging.getLogger("lakehouse.jobs")
+
+
+def dedup_horizon(spark, settings: Settings, app: str, batch_id: int):
+    """Newest event time of the batches before ``batch_id`` minus the dedup watermark (or None)."""
+    stats = spark.read.format("delta").load(table_path(settings, STATS))
+    earlier = stats.where(~((F.col("app_id") == app) & (F.col("batch_id") >= batch_id)))
+    row = earlier.agg((F.max("max_event_time") - F.expr(f"INTERVAL {settings.silver.dedup_watermark}"))
+                      .alias("horizon")).first()
+    return row["horizon"] if row else None
+
+
+def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
+    """foreachBatch handler: one bronze micro-batch -> flights, quarantine, dedup stats."""
+    spark = batch_df.sparkSession
+    app = app_id(spark, checkpoint, "silver")
+    parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
+    try:
+        counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
+                  .count().collect()}
+        n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
+        if n_in == 0:
+            return
+        horizon = dedup_horizon(spark, settings, app, batch_id)
+        known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
+        if horizon is not None:  # partition pruning by date, file skipping by event_time stats
+            known = known.where((F.col("event_date") >= F.to_date(F.lit(horizon)))
+                                & (F.col("event_time") >= F.lit(horizon)))
+        good = to_flights(parsed).persist()
+        flights = good.transform(drop_duplicates(known, horizon)).persist()
+        try:
+            n_flights = flights.count()
+            late = F.col("event_time") < F.lit(horizon) if horizon is not None else F.lit(False)
+            summary = good.agg(F.max("event_time").alias("max_event_time"),
+                               F.count_if(late).alias("late")).first()
+            stats = spark.createDataFrame(
+                [(app, batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
+                  summary["late"], summary["max_event_time"])],
+                "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
+                "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
+            ).withColumn("committed_at", F.current_timestamp())
+            # Order matters: flights (the state the next attempt reads) is committed last.
+            write_delta(to_quarantine(parsed), table_path(settings, QUARANTINE), app, batch_id)
+            write_delta(stats, table_path(settings, STATS), app, batch_id)
+            write_delta(flights, table_path(settings, FLIGHTS), app, batch_id)
+        finally:
+            flights.unpersist()
+            good.unpersist()
+    finally:
+        parsed.unpersist()
+    log.info("silver batch %d: %d bronze rows -> %d flights, %d quarantined, %d duplicates dropped%s",
+             batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
+             f", {summary['late']} too late to check" if summary["late"] else "")
+
+
+def read_bronze(spark, settings: Settings):
+    reader = spark.readStream.format("delta")
+    if settings.silver.max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", settings.silver.max_files_per_trigger)
+    return reader.load(table_path(settings, SOURCE))
+
+
+def start(spark, settings: Settings, once: bool = False) -> list:
+    for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
+        ensure_table(spark, settings, name)
+    checkpoint = checkpoint_path(settings, "silver", "flights")
+    query = (
+        read_bronze(spark, settings)
+        .writeStream.foreachBatch(partial(write_silver_batch, settings=settings, checkpoint=checkpoint))
+        .queryName("silver")
+        .option("checkpointLocation", checkpoint)
+        .trigger(**trigger(settings.streaming.silver_trigger, once))
+        .start()
+    )
+    return [query]
+
+
+if __name__ == "__main__":
+    from lakehouse.jobs.common import submit_main
+
+    sys.exit(submit_main("silver"))

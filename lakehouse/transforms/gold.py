@@ -1,0 +1,154 @@
+"""Gold: silver states scored by the rules (and later a model), live view, windows, anomalies.
+
+Pure steps; the gold job (``lakehouse.jobs.gold``) reads silver and the job state and writes.
+
+Scoring is a chain of ``df.transform`` steps (:func:`score_states`)::
+
+    states -> with_previous_state(last) -> apply_rules(cfg) -> scoring -> flag_anomalies
+
+``scoring`` adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``; :func:`no_model` (rules
+only) keeps them null/false until a model step is passed in its place.
+
+Windows are tumbling on ``event_time``; a window is aggregated only once it is closed (its end
+at or before the watermark), from all of its states gathered over any number of micro-batches,
+so its counts are exact distinct aircraft.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import table
+from lakehouse.settings import RulesSettings
+from lakehouse.transforms.rules import apply_rules
+
+LIVE = table("gold.live_flights")
+ANOMALIES = table("gold.anomalies")
+WINDOWS = table("gold.window_stats")
+COUNTRIES = table("gold.country_counts")
+STATE = table("gold._state")
+# A scored state: the silver state columns plus rules, ML score and flags.
+SCORED_COLUMNS = [c for c in STATE.columns if c != "kind"]
+UNKNOWN_COUNTRY = "unknown"
+
+Step = Callable[[DataFrame], DataFrame]
+
+
+def with_previous_state(last: DataFrame) -> Step:
+    """Add ``prev_event_time/latitude/longitude/velocity``: the same aircraft's state just before
+    in event time, among this batch's states and ``last`` (each aircraft's last known state from
+    earlier batches)."""
+
+    def step(states: DataFrame) -> DataFrame:
+        cols = ["icao24", "event_time", "latitude", "longitude", "velocity"]
+        known = last.select(*cols).withColumn("_new", F.lit(False))
+        both = states.withColumn("_new", F.lit(True)).unionByName(known, allowMissingColumns=True)
+        order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
+        for c in cols[1:]:
+            both = both.withColumn(f"prev_{c}", F.lag(c).over(order))
+        return both.where("_new").drop("_new")
+
+    return step
+
+
+def no_model(df: DataFrame) -> DataFrame:
+    """The scoring step while no model is deployed: rules only."""
+    return (
+        df.withColumn("anomaly_score", F.lit(None).cast("double"))
+        .withColumn("ml_anomaly", F.lit(False))
+        .withColumn("model_version", F.lit(None).cast("string"))
+    )
+
+
+def flag_anomalies(df: DataFrame) -> DataFrame:
+    return df.withColumn("is_anomaly", F.col("rule_anomaly") | F.coalesce("ml_anomaly", F.lit(False)))
+
+
+def score_states(last: DataFrame, rules: RulesSettings, scoring: Step = no_model) -> Step:
+    """Silver states -> scored states (:data:`SCORED_COLUMNS`)."""
+    return lambda states: (
+        states.transform(with_previous_state(last))
+        .transform(apply_rules(rules))
+        .transform(scoring)
+        .transform(flag_anomalies)
+        .select(*SCORED_COLUMNS)
+    )
+
+
+def to_anomalies(scored: DataFrame) -> DataFrame:
+    """Flagged states only, as ``gold.anomalies``."""
+    return (
+        scored.where("is_anomaly")
+        .withColumn("detected_at", F.current_timestamp())
+        .withColumn("event_date", F.to_date("event_time"))
+        .select(*ANOMALIES.columns)
+    )
+
+
+def latest_states(since: Column) -> Step:
+    """One row per aircraft: its newest state, for aircraft seen at or after ``since``."""
+
+    def step(states: DataFrame) -> DataFrame:
+        newest_first = Window.partitionBy("icao24").orderBy(
+            F.col("event_time").desc(), F.col("last_contact").desc_nulls_last(),
+            F.col("latitude"), F.col("longitude"))
+        return (
+            states.withColumn("_n", F.row_number().over(newest_first))
+            .where((F.col("_n") == 1) & (F.col("event_time") >= since))
+            .select(*SCORED_COLUMNS)
+        )
+
+    return step
+
+
+def to_live_flights(latest: DataFrame, since: Column) -> DataFrame:
+    return latest.where(F.col("event_time") >= since).withColumn("updated_at", F.current_timestamp()).select(
+        *LIVE.columns)
+
+
+def with_window(duration: str) -> Step:
+    """Add ``window_start``/``window_end`` of the tumbling window holding ``event_time``."""
+    return lambda df: (
+        df.withColumn("_w", F.window("event_time", duration))
+        .withColumn("window_start", F.col("_w.start"))
+        .withColumn("window_end", F.col("_w.end"))
+        .drop("_w")
+    )
+
+
+def _counts() -> list[Column]:
+    return [
+        F.count_distinct("icao24").alias("aircraft"),
+        F.count_distinct(F.when(F.col("on_ground") == F.lit(False), F.col("icao24"))).alias("airborne"),
+        F.count(F.lit(1)).alias("position_reports"),
+        F.avg("velocity").alias("avg_velocity"),
+    ]
+
+
+def window_stats(states: DataFrame) -> DataFrame:
+    """Windowed states (see :func:`with_window`) -> ``gold.window_stats``, one row per window."""
+    return (
+        states.groupBy("window_start", "window_end")
+        .agg(*_counts(), F.avg("vertical_rate").alias("avg_vertical_rate"),
+             F.avg("baro_altitude").alias("avg_baro_altitude"),
+             F.count_distinct(F.when(F.col("is_anomaly"), F.col("icao24"))).alias("anomalies"))
+        .select(*WINDOWS.columns)
+    )
+
+
+def country_counts(states: DataFrame) -> DataFrame:
+    """Windowed states -> ``gold.country_counts``, one row per window and origin country."""
+    return (
+        states.withColumn("origin_country", F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)))
+        .groupBy("window_start", "window_end", "origin_country")
+        .agg(*_counts(), F.avg("baro_altitude").alias("avg_baro_altitude"))
+        .select(*COUNTRIES.columns)
+    )
+
+
+def closed(watermark: Column) -> Column:
+    """A window is closed once its end is at or before the watermark."""
+    return F.col("window_end") <= watermark

@@ -1,0 +1,246 @@
+"""Silver: bronze records parsed with an explicit schema, validated, split and deduplicated.
+
+Pure ``DataFrame -> DataFrame`` steps; the silver job (``lakehouse.jobs.silver``) reads and
+writes. ``parse_and_validate`` keeps every bronze row and adds ``reason``/``detail`` (null for a
+good record); ``to_flights`` and ``to_quarantine`` are the two tables' column contracts;
+``drop_duplicates`` keeps one row per (``icao24``, ``event_time``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from lakehouse.catalog import table
+from lakehouse.settings import ValidationSettings
+
+FLIGHTS = table("silver.flights")
+QUARANTINE = table("silver.quarantine")
+SCHEMA_VERSION = 1
+
+# The Kafka record of ARCHITECTURE.md, field by field, as the producer writes it (OpenSky
+# names and units; times in epoch seconds, produced_at in epoch milliseconds).
+RECORD_SCHEMA = StructType(
+    [
+        StructField(name, kind)
+        for name, kind in (
+            ("icao24", StringType()), ("callsign", StringType()), ("origin_country", StringType()),
+            ("time_position", LongType()), ("last_contact", LongType()), ("longitude", DoubleType()),
+            ("latitude", DoubleType()), ("baro_altitude", DoubleType()), ("on_ground", BooleanType()),
+            ("velocity", DoubleType()), ("true_track", DoubleType()), ("vertical_rate", DoubleType()),
+            ("sensors", ArrayType(IntegerType())), ("geo_altitude", DoubleType()), ("squawk", StringType()),
+            ("spi", BooleanType()), ("position_source", IntegerType()), ("category", IntegerType()),
+            ("schema_version", IntegerType()), ("snapshot_time", LongType()), ("source", StringType()),
+            ("produced_at", LongType()),
+        )
+    ]
+)
+_CORRUPT = "_corrupt_record"
+
+# Stable reason codes, in the order they are checked (the first that applies is recorded).
+REASONS = (
+    "malformed_json",  # not JSON at all (also an empty or null value)
+    "not_an_object",  # valid JSON but an array, string, number or null
+    "unsupported_schema",  # schema_version missing or not 1
+    "invalid_icao24",  # not 6 hex digits (or not a string)
+    "no_position",  # time_position, latitude or longitude missing
+    "invalid_position",  # latitude outside [-90, 90] or longitude outside [-180, 180]
+    "implausible_altitude",
+    "implausible_velocity",
+    "implausible_vertical_rate",
+    "invalid_field",  # another field of the wrong JSON type (on_ground: "yes")
+)
+
+# A field of the wrong JSON type is reported under the reason of what it breaks.
+_TYPE_ERROR_REASON = {
+    "schema_version": "unsupported_schema",
+    "icao24": "invalid_icao24",
+    "time_position": "no_position",
+    "latitude": "invalid_position",
+    "longitude": "invalid_position",
+    "baro_altitude": "implausible_altitude",
+    "velocity": "implausible_velocity",
+    "vertical_rate": "implausible_vertical_rate",
+}
+
+
+def parse_records(bronze: DataFrame) -> DataFrame:
+    """Bronze rows + ``r`` (the parsed record, partial on a type error) + ``_corrupt_record``
+    (the raw value when any field failed to parse, else null)."""
+    schema = StructType([*RECORD_SCHEMA.fields]).add(_CORRUPT, "string")
+    parsed = F.from_json("value", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    # from_json leaves a null value as a null struct: that is malformed too, not a good record.
+    return bronze.withColumn("r", parsed).withColumn(
+        _CORRUPT, F.when(F.col("value").isNull() | F.col("r").isNull(), F.coalesce("value", F.lit("")))
+        .otherwise(F.col(f"r.{_CORRUPT}"))
+    )
+
+
+def _first(*checks: tuple[Column, str, Column]) -> Column:
+    """The first (reason, detail) whose condition holds, as a struct; null when none does."""
+    out = F.lit(None).cast("struct<reason:string,detail:string>")
+    for condition, reason, detail in reversed(checks):
+        out = F.when(condition, F.struct(F.lit(reason).alias("reason"), detail.alias("detail"))).otherwise(out)
+    return out
+
+
+def _outside(name: str, low: float, high: float) -> tuple[Column, Column]:
+    value = F.col(f"r.{name}")
+    condition = value.isNotNull() & ((value < low) | (value > high) | F.isnan(value))
+    detail = F.format_string(f"{name} %s outside [{low:g}, {high:g}]", value.cast("string"))
+    return condition, detail
+
+
+def _type_errors() -> list[tuple[Column, str, Column]]:
+    """For a record with a field that failed to parse: which field, from the JSON itself.
+
+    Evaluated only for rows whose ``_corrupt_record`` is set (rare), as the JSON is parsed again
+    (to a VARIANT) to tell a wrong type from a missing value.
+    """
+    checks = []
+    for field in RECORD_SCHEMA.fields:
+        raw = F.expr(f"variant_get(_variant, '$.{field.name}', 'string')")
+        wrong = raw.isNotNull() & F.col(f"r.{field.name}").isNull()
+        detail = F.format_string(
+            f"{field.name}: expected {field.dataType.simpleString()}, got %s",
+            F.expr(f"schema_of_variant(variant_get(_variant, '$.{field.name}'))"),
+        )
+        checks.append((wrong, _TYPE_ERROR_REASON.get(field.name, "invalid_field"), detail))
+    return checks
+
+
+def _json_kind(variant_type: Column) -> Column:
+    """A VARIANT type name as the JSON kind a person knows (``ARRAY<BIGINT>`` -> array)."""
+    head = F.regexp_extract(variant_type, r"^[A-Z]+", 0)
+    return (
+        F.when(head == "VOID", "null")
+        .when(head.isin("BIGINT", "INT", "SMALLINT", "TINYINT", "DECIMAL", "DOUBLE", "FLOAT"), "number")
+        .otherwise(F.lower(head))
+    )
+
+
+def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
+    """Add ``reason`` and ``detail`` (both null for a good record) to parsed rows."""
+
+    def step(df: DataFrame) -> DataFrame:
+        r = lambda name: F.col(f"r.{name}")  # noqa: E731
+        corrupt = F.col(_CORRUPT).isNotNull()
+        variant = F.when(corrupt, F.expr(f"try_parse_json({_CORRUPT})"))
+        kind = F.expr("schema_of_variant(_variant)")
+        lat_c, lat_d = _outside("latitude", -90.0, 90.0)
+        lon_c, lon_d = _outside("longitude", -180.0, 180.0)
+        alt_c, alt_d = _outside("baro_altitude", bounds.baro_altitude_min_m, bounds.baro_altitude_max_m)
+        vel_c, vel_d = _outside("velocity", bounds.velocity_min_ms, bounds.velocity_max_ms)
+        vr_c, vr_d = _outside("vertical_rate", bounds.vertical_rate_min_ms, bounds.vertical_rate_max_ms)
+        missing = [r("time_position").isNull(), r("latitude").isNull(), r("longitude").isNull()]
+        verdict = _first(
+            (corrupt & F.col("_variant").isNull(), "malformed_json",
+             F.concat(F.lit("not JSON: "), F.substring(F.col(_CORRUPT), 1, 80))),
+            (corrupt & ~kind.startswith("OBJECT"), "not_an_object",
+             F.concat(F.lit("JSON "), _json_kind(kind), F.lit(", not an object"))),
+            *[c for c in _type_errors() if c[1] == "unsupported_schema"],
+            (r("schema_version").isNull() | (r("schema_version") != SCHEMA_VERSION), "unsupported_schema",
+             F.format_string(f"schema_version %s, supported: {SCHEMA_VERSION}",
+                             F.coalesce(r("schema_version").cast("string"), F.lit("missing")))),
+            *[c for c in _type_errors() if c[1] == "invalid_icao24"],
+            (~F.coalesce(r("icao24").rlike("^[0-9a-fA-F]{6}$"), F.lit(False)), "invalid_icao24",
+             F.format_string("icao24 %s is not 6 hex digits", F.coalesce(r("icao24"), F.lit("missing")))),
+            *[c for c in _type_errors() if c[1] in ("no_position", "invalid_position")],
+            (missing[0] | missing[1] | missing[2], "no_position",
+             F.concat_ws(", ", *[F.when(m, F.lit(f"{n} missing")) for m, n in
+                                 zip(missing, ("time_position", "latitude", "longitude"), strict=True)])),
+            (lat_c, "invalid_position", lat_d),
+            (lon_c, "invalid_position", lon_d),
+            *[c for c in _type_errors() if c[1] == "implausible_altitude"],
+            (alt_c, "implausible_altitude", alt_d),
+            *[c for c in _type_errors() if c[1] == "implausible_velocity"],
+            (vel_c, "implausible_velocity", vel_d),
+            *[c for c in _type_errors() if c[1] == "implausible_vertical_rate"],
+            (vr_c, "implausible_vertical_rate", vr_d),
+            *[c for c in _type_errors() if c[1] == "invalid_field"],
+            # Set but unexplained by any field above (a duplicate key, say): still not trusted.
+            (corrupt, "malformed_json", F.lit("record does not match the schema")),
+        )
+        return (
+            df.withColumn("_variant", variant)
+            .withColumn("_verdict", verdict)
+            .withColumn("reason", F.col("_verdict.reason"))
+            .withColumn("detail", F.col("_verdict.detail"))
+            .drop("_variant", "_verdict")
+        )
+
+    return step
+
+
+def parse_and_validate(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
+    """Bronze rows -> every row parsed, with ``reason``/``detail`` (null = good record)."""
+    return lambda bronze: bronze.transform(parse_records).transform(classify(bounds))
+
+
+def to_flights(parsed: DataFrame) -> DataFrame:
+    """Good parsed rows -> ``silver.flights`` columns (times as UTC timestamps)."""
+    r = lambda name: F.col(f"r.{name}")  # noqa: E731
+    callsign = F.trim(r("callsign"))
+    return (
+        parsed.where(F.col("reason").isNull())
+        .select(
+            F.lower(r("icao24")).alias("icao24"),
+            F.when(callsign != "", callsign).alias("callsign"),
+            r("origin_country").alias("origin_country"),
+            r("time_position").alias("time_position"),
+            F.timestamp_seconds(r("time_position")).alias("event_time"),
+            F.timestamp_seconds(r("last_contact")).alias("last_contact"),
+            *[r(c).alias(c) for c in ("longitude", "latitude", "baro_altitude", "on_ground", "velocity",
+                                      "true_track", "vertical_rate", "sensors", "geo_altitude", "squawk",
+                                      "spi", "position_source", "category", "schema_version")],
+            F.timestamp_seconds(r("snapshot_time")).alias("snapshot_time"),
+            r("source").alias("source"),
+            F.timestamp_millis(r("produced_at")).alias("produced_at"),
+            F.col("partition"),
+            F.col("offset"),
+            F.current_timestamp().alias("processed_at"),
+        )
+        .withColumn("event_date", F.to_date("event_time"))
+        .select(*FLIGHTS.columns)
+    )
+
+
+def to_quarantine(parsed: DataFrame) -> DataFrame:
+    """Rejected parsed rows -> ``silver.quarantine`` columns (raw value, lineage, reason)."""
+    return (
+        parsed.where(F.col("reason").isNotNull())
+        .withColumn("quarantined_at", F.current_timestamp())
+        .select(*QUARANTINE.columns)
+    )
+
+
+def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFrame]:
+    """Keep one row per (icao24, event_time): the first by Kafka (partition, offset) within the
+    batch, and none whose key is already in ``known`` (the silver keys since ``horizon``).
+
+    Rows older than ``horizon`` (a datetime, or None before any batch) are not looked up: the
+    state is bounded by the watermark, so a duplicate that late is not recognised and kept.
+    """
+
+    def step(flights: DataFrame) -> DataFrame:
+        first = Window.partitionBy("icao24", "event_time").orderBy("partition", "offset")
+        once = flights.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+        if horizon is None:
+            return once
+        recent = F.col("event_time") >= F.lit(horizon)
+        checked = once.where(recent).join(known.select("icao24", "event_time"), ["icao24", "event_time"], "left_anti")
+        return checked.unionByName(once.where(~recent)).select(*FLIGHTS.columns)
+
+    return step

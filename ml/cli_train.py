@@ -1,0 +1,59 @@
+"""Train the anomaly model on ``silver.flights`` and publish a new versioned artefact.
+
+    opensky-lakehouse train [--delta-version N] [--contamination C]
+
+Reads the table with delta-rs at version N (default: the latest), fits StandardScaler +
+IsolationForest on the features of ml.features and writes ``<ml.model_dir>/vNNNN`` with its
+metadata. A running gold job picks the new version up within ``ml.reload_interval_s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+log = logging.getLogger("ml.train")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--delta-version", type=int, default=None, metavar="N",
+                        help="silver.flights version to train on (default: latest)")
+    parser.add_argument("--contamination", type=float, default=None,
+                        help="override ml.contamination for this model")
+
+
+def train(settings, delta_version: int | None = None) -> tuple[str, dict]:
+    """Read silver, fit, publish. Returns (version, metadata)."""
+    from ml.artefact import model_dir, read_metadata, save_artefact
+    from ml.training import SILVER, fit_model, metadata_for, read_silver
+
+    started = time.monotonic()
+    states, version_read = read_silver(settings, delta_version)
+    log.info("read %s version %d: %d states", SILVER, version_read, len(states))
+    payload, stats = fit_model(states, settings)
+    directory = model_dir(settings)
+    version = save_artefact(directory, payload, metadata_for(payload, stats, settings, version_read, SILVER))
+    log.info("published model %s in %s (%d rows, %.1f s)", version, directory, stats["rows"],
+             time.monotonic() - started)
+    return version, read_metadata(directory, version)
+
+
+def run(args, settings) -> int:
+    from lakehouse.settings import ConfigError
+    from ml.artefact import ArtefactError
+    from ml.training import TrainingError
+
+    if args.contamination is not None:
+        if not 0 < args.contamination <= 0.5:
+            raise ConfigError(f"--contamination: expected a fraction in (0, 0.5], got {args.contamination}")
+        settings = settings.replace(ml={"contamination": args.contamination})
+    try:
+        version, meta = train(settings, args.delta_version)
+    except (TrainingError, ArtefactError) as exc:
+        log.error("%s", exc)
+        return 1
+    summary = {k: meta[k] for k in ("version", "score_threshold", "trained_on", "created_at", "sha256")}
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,177 @@
+"""Detection quality on labelled data: ML score alone, rules alone, both together.
+
+Pure metric functions over pandas frames with ``kind`` (null = normal) and ``after_anomaly``
+(see ``ml.labelled.attach_labels``). Per anomaly kind k, precision/recall/F1 are computed on the
+states of kind k plus every normal state (one kind against normal traffic: a flag does not say
+which kind it is, so the false alarms are shared by every kind); "all" uses every labelled state.
+States right after a labelled one (``after_anomaly``) are neither true nor false alarms and are
+reported apart.
+
+The rules are the gold job's (``lakehouse.transforms.rules``, Spark columns) applied through a
+local Spark session; :func:`rule_hits` is the seam.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lakehouse.settings import Settings
+
+DETECTORS = ("ml", "rules", "both")
+
+
+def _prf(tp: int, fp: int, n_pos: int) -> dict:
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / n_pos if n_pos else None
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else (0.0 if n_pos else None)
+    return {"states": int(n_pos), "detected": int(tp), "false_alarms": int(fp),
+            "precision": _round(precision), "recall": _round(recall), "f1": _round(f1)}
+
+
+def _round(x):
+    return None if x is None else round(float(x), 4)
+
+
+def detection_metrics(labelled: pd.DataFrame, flags: np.ndarray) -> dict:
+    """Per kind and overall precision/recall/F1, plus the false-alarm rate on normal states."""
+    flags = np.asarray(flags, dtype=bool)
+    kind = labelled["kind"]
+    after = labelled["after_anomaly"].to_numpy(dtype=bool)
+    normal = kind.isna().to_numpy() & ~after
+    fp = int((flags & normal).sum())
+    out = {"per_kind": {}}
+    for k in sorted(kind.dropna().unique()):
+        is_k = (kind == k).to_numpy()
+        out["per_kind"][k] = _prf(int((flags & is_k).sum()), fp, int(is_k.sum()))
+    labelled_mask = kind.notna().to_numpy()
+    out["all"] = _prf(int((flags & labelled_mask).sum()), fp, int(labelled_mask.sum()))
+    out["normal_states"] = int(normal.sum())
+    out["false_alarm_rate"] = _round(fp / normal.sum()) if normal.sum() else None
+    out["after_anomaly_states"] = int(after.sum())
+    out["after_anomaly_flagged"] = int((flags & after).sum())
+    return out
+
+
+def rules_available() -> bool:
+    try:
+        import lakehouse.transforms.rules  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+RULE_INPUT = ("icao24", "event_time", "latitude", "longitude", "baro_altitude", "on_ground", "velocity",
+              "vertical_rate", "squawk", "prev_event_time", "prev_latitude", "prev_longitude", "prev_velocity",
+              "prev_baro_altitude")
+
+
+def rule_hits(spark, states: pd.DataFrame, settings: Settings) -> list[tuple[str, ...]]:
+    """Names of the gold rules that fire on each row of ``states`` (same order)."""
+    from lakehouse.transforms.rules import apply_rules
+    from pyspark.sql import functions as F
+
+    frame = states[[c for c in RULE_INPUT if c in states.columns]].copy()
+    frame["_row"] = np.arange(len(frame), dtype=np.int64)
+    for column in ("event_time", "prev_event_time"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).dt.tz_localize(None)
+    schema = ("icao24 string, event_time timestamp, latitude double, longitude double, baro_altitude double, "
+              "on_ground boolean, velocity double, vertical_rate double, squawk string, "
+              "prev_event_time timestamp, prev_latitude double, prev_longitude double, prev_velocity double, "
+              "prev_baro_altitude double, _row long")
+    frame["on_ground"] = frame["on_ground"].astype(object).where(frame["on_ground"].notna(), None)
+    df = spark.createDataFrame(frame, schema=schema)
+    fired = df.transform(apply_rules(settings.rules)).select("_row", F.col("rules")).toPandas()
+    fired = fired.sort_values("_row")
+    return [tuple(r) if r is not None else () for r in fired["rules"]]
+
+
+def threshold_sweep(train_scores: np.ndarray, test: pd.DataFrame, test_scores: np.ndarray,
+                    real_scores: np.ndarray, rule_flags: np.ndarray | None, real_rule_flags: np.ndarray | None,
+                    contaminations=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05)) -> list[dict]:
+    """What each contamination (= training score quantile as threshold) would give."""
+    rows = []
+    for c in contaminations:
+        threshold = float(np.quantile(train_scores, 1 - c))
+        ml = test_scores > threshold
+        row = {"contamination": c, "threshold": round(threshold, 4),
+               "ml": detection_metrics(test, ml)["all"],
+               "ml_false_alarm_rate_real": _round((real_scores > threshold).mean()) if len(real_scores) else None}
+        if rule_flags is not None:
+            row["both"] = detection_metrics(test, ml | rule_flags)["all"]
+            row["both_false_alarm_rate_real"] = (
+                _round(((real_scores > threshold) | real_rule_flags).mean()) if len(real_scores) else None)
+        rows.append(row)
+    return rows
+
+
+def write_histogram(path: str, test: pd.DataFrame, test_scores: np.ndarray, real_scores: np.ndarray,
+                    threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    bins = np.linspace(min(0.3, float(np.min(test_scores, initial=1))), max(0.9, float(np.max(test_scores, initial=0))), 60)
+    normal = test["kind"].isna().to_numpy() & ~test["after_anomaly"].to_numpy(dtype=bool)
+    ax.hist(test_scores[normal], bins=bins, alpha=0.5, label="simulated, normal", density=True)
+    if len(real_scores):
+        ax.hist(real_scores, bins=bins, alpha=0.5, label="real tracks (clean)", density=True)
+    for k in sorted(test["kind"].dropna().unique()):
+        ax.hist(test_scores[(test["kind"] == k).to_numpy()], bins=bins, histtype="step", linewidth=1.5,
+                label=f"injected: {k}", density=True)
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("anomaly_score (higher = stranger)")
+    ax.set_ylabel("density (log)")
+    ax.set_title("IsolationForest anomaly scores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown_report(report: dict) -> str:
+    lines = ["# Anomaly detection: evaluation", ""]
+    m = report["model"]
+    lines += [f"Model: {m['version']} (threshold {m['threshold']:.4f}, contamination {m['contamination']}); "
+              f"test: {report['data']['test_states']} simulated states "
+              f"({report['data']['labelled_states']} labelled), "
+              f"{report['data']['real_test_states']} real states.", ""]
+    lines += ["| detector | kind | states | detected | false alarms | precision | recall | F1 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    for det in DETECTORS:
+        metrics = report["detectors"].get(det)
+        if metrics is None:
+            lines.append(f"| {det} | (rules not available) | | | | | | |")
+            continue
+        for k, row in [*metrics["per_kind"].items(), ("all", metrics["all"])]:
+            lines.append(f"| {det} | {k} | {row['states']} | {row['detected']} | {row['false_alarms']} | "
+                         f"{fmt(row['precision'])} | {fmt(row['recall'])} | {fmt(row['f1'])} |")
+    lines += ["", "| detector | false-alarm rate, simulated normal | false-alarm rate, real clean tracks | "
+              "flagged right after an anomaly |", "|---|---:|---:|---:|"]
+    for det in DETECTORS:
+        metrics = report["detectors"].get(det)
+        if metrics is None:
+            continue
+        lines.append(f"| {det} | {fmt(metrics['false_alarm_rate'])} | {fmt(report['real_false_alarm_rate'].get(det))} "
+                     f"| {metrics['after_anomaly_flagged']}/{metrics['after_anomaly_states']} |")
+    if report.get("real_rules_fired"):
+        fired = ", ".join(f"{k} {v}" for k, v in report["real_rules_fired"].items())
+        lines += ["", f"Rules fired on the real tracks: {fired}."]
+    lines += ["", "Threshold sweep (threshold = training score quantile at 1 - contamination):", "",
+              "| contamination | threshold | ML P | ML R | ML F1 | ML false alarms real | both F1 | both false alarms real |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in report["sweep"]:
+        both = row.get("both", {})
+        lines.append(f"| {row['contamination']} | {row['threshold']:.4f} | {fmt(row['ml']['precision'])} | "
+                     f"{fmt(row['ml']['recall'])} | {fmt(row['ml']['f1'])} | {fmt(row['ml_false_alarm_rate_real'])} | "
+                     f"{fmt(both.get('f1'))} | {fmt(row.get('both_false_alarm_rate_real'))} |")
+    lines += ["", "Per kind: the states of that kind against all normal states (false alarms shared).",
+              "Score histogram: `histogram.png`.", ""]
+    return "\n".join(lines)

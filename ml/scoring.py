@@ -1,0 +1,167 @@
+"""Spark scoring step: ``df.transform(lambda d: add_ml_scores(d, settings))``.
+
+Adds ``anomaly_score`` (double, higher = stranger), ``ml_anomaly`` (boolean) and
+``model_version`` (string). The input needs the columns of ``ml.features.INPUT_COLUMNS`` (the
+silver state plus the aircraft's previous state).
+
+How the model reaches the workers: on the driver, :class:`ModelSource` resolves the version to
+use (``ml.model_version`` if pinned, else the newest artefact, looked up at most every
+``ml.reload_interval_s`` seconds), verifies it (checksum, feature list) and broadcasts its bytes
+once per version. The pandas UDF (iterator form, ``Iterator[pd.DataFrame] ->
+Iterator[pd.DataFrame]``) unpickles a version once per Python worker process (cache keyed by
+checksum) and scores each Arrow batch with ``Model.score``: the same feature function as
+training. Called once per micro-batch (inside the gold job's ``foreachBatch``), a newly
+published artefact is used from the next batch on, without a restart.
+
+No artefact yet: null score, ``ml_anomaly`` false, null ``model_version``, and one log line
+saying that the gold job runs on its rules only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse.settings import Settings
+from ml.artefact import ArtefactError, latest_version, model_dir, model_from_bytes, read_verified_bytes
+from ml.features import INPUT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = ("anomaly_score", "ml_anomaly", "model_version")
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+_RESULT_TYPE = "anomaly_score double, ml_anomaly boolean"
+
+
+@dataclass
+class Deployed:
+    version: str
+    sha256: str
+    threshold: float
+    broadcast: object  # pyspark Broadcast of (model bytes, metadata)
+
+
+class ModelSource:
+    """Driver side: which artefact to score with, re-checked at most every ``reload_interval_s``."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.current: Deployed | None = None
+        self._checked_at: float | None = None
+        self._said_rules_only = False
+        self._lock = threading.Lock()
+
+    def resolve(self, spark, settings: Settings) -> Deployed | None:
+        cfg = settings.ml
+        with self._lock:
+            now = time.monotonic()
+            pinned = cfg.model_version or None
+            due = self._checked_at is None or now - self._checked_at >= cfg.reload_interval_s
+            if pinned and (self.current is None or self.current.version != pinned):
+                due = True
+            if not due:
+                return self.current
+            self._checked_at = now
+            wanted = pinned or latest_version(self.directory)
+            if wanted is None:
+                if not self._said_rules_only:
+                    log.warning("no model artefact in %s: anomaly detection runs on the rules only "
+                                "(run `opensky-lakehouse train`)", self.directory)
+                    self._said_rules_only = True
+                return None
+            if self.current is not None and self.current.version == wanted:
+                return self.current
+            try:
+                blob, meta = read_verified_bytes(self.directory, wanted)
+            except ArtefactError as exc:
+                if pinned or self.current is None:
+                    raise
+                log.error("%s; keeping model %s", exc, self.current.version)
+                return self.current
+            previous = self.current
+            self.current = Deployed(wanted, meta["sha256"], float(meta["score_threshold"]),
+                                    spark.sparkContext.broadcast((blob, meta)))
+            self._said_rules_only = False
+            log.info("scoring with model %s (%s)%s", wanted, self.directory,
+                     f", replacing {previous.version}" if previous else "")
+            if previous is not None:
+                previous.broadcast.unpersist(blocking=False)
+            return self.current
+
+
+_SOURCES: dict[str, ModelSource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def model_source(settings: Settings) -> ModelSource:
+    """The driver's (process-wide) model source for ``ml.model_dir``."""
+    directory = model_dir(settings)
+    with _SOURCES_LOCK:
+        return _SOURCES.setdefault(directory, ModelSource(directory))
+
+
+# Worker side: verified models per checksum, one unpickling per Python worker process.
+_WORKER_MODELS: dict[str, object] = {}
+
+
+def _worker_model(broadcast, sha256: str):
+    model = _WORKER_MODELS.get(sha256)
+    if model is None:
+        blob, meta = broadcast.value
+        model = model_from_bytes(blob, meta)
+        _WORKER_MODELS.clear()  # keep one version per worker: an old one is never used again
+        _WORKER_MODELS[sha256] = model
+    return model
+
+
+def make_scorer(deployed: Deployed, threshold: float):
+    """The pandas UDF (iterator of struct batches -> iterator of result frames) for one version."""
+    from pyspark.sql.functions import pandas_udf
+
+    broadcast, sha256 = deployed.broadcast, deployed.sha256
+
+    @pandas_udf(_RESULT_TYPE)
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _worker_model(broadcast, sha256)  # once per task at most; cached per worker
+        for batch in batches:
+            scores = model.score(batch)
+            yield pd.DataFrame({"anomaly_score": scores, "ml_anomaly": scores > threshold})
+
+    return score
+
+
+def no_scores(df: DataFrame) -> DataFrame:
+    return (
+        df.withColumn("anomaly_score", F.lit(None).cast("double"))
+        .withColumn("ml_anomaly", F.lit(False))
+        .withColumn("model_version", F.lit(None).cast("string"))
+    )
+
+
+def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
+    """Add ``anomaly_score``, ``ml_anomaly``, ``model_version`` (see the module docstring)."""
+    missing = [c for c in INPUT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"add_ml_scores: input lacks {', '.join(missing)} (see ml.features.PREV_COLUMNS)")
+    df = df.drop(*[c for c in OUTPUT_COLUMNS if c in df.columns])
+    spark = df.sparkSession
+    deployed = model_source(settings).resolve(spark, settings)
+    if deployed is None:
+        return no_scores(df)
+    spark.conf.set(ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
+    threshold = settings.ml.score_threshold or deployed.threshold
+    result = make_scorer(deployed, threshold)(F.struct(*[F.col(c) for c in INPUT_COLUMNS]))
+    return (
+        df.withColumn("_ml", result)
+        .withColumn("anomaly_score", F.col("_ml.anomaly_score"))
+        .withColumn("ml_anomaly", F.col("_ml.ml_anomaly"))
+        .withColumn("model_version", F.lit(deployed.version))
+        .drop("_ml")
+    )

@@ -1,0 +1,124 @@
+"""Training: ``silver.flights`` at a Delta version -> features -> StandardScaler + IsolationForest.
+
+``read_silver`` reads the table with delta-rs (no Spark needed); ``fit_model`` is pure (frame in,
+payload out) so the evaluation trains exactly as ``opensky-lakehouse train`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import version as pkg_version
+
+import pandas as pd
+
+from lakehouse.catalog import table_path
+from lakehouse.settings import Settings
+from lakehouse.status import delta_uri, storage_options
+from ml.features import (
+    FEATURES,
+    STATE_COLUMNS,
+    add_previous_state,
+    build_features,
+    imputation_medians,
+    impute,
+)
+
+log = logging.getLogger(__name__)
+
+SILVER = "silver.flights"
+
+
+class TrainingError(RuntimeError):
+    """Nothing to train on, or the requested table version does not exist."""
+
+
+def read_silver(settings: Settings, version: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The state columns of ``silver.flights`` at ``version`` (default latest) and that version."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, TableNotFoundError
+
+    path = table_path(settings, SILVER)
+    try:
+        dt = DeltaTable(delta_uri(path), storage_options=storage_options(settings))
+    except TableNotFoundError:
+        raise TrainingError(f"{SILVER} does not exist at {path}: run the silver job first") from None
+    latest = dt.version()
+    if version is not None:
+        if not 0 <= version <= latest:
+            raise TrainingError(f"{SILVER} has versions 0..{latest}, not {version}")
+        try:
+            dt.load_as_version(version)
+        except DeltaError as exc:
+            raise TrainingError(f"{SILVER} version {version} cannot be read ({exc}); vacuumed?") from None
+    frame = dt.to_pandas(columns=list(STATE_COLUMNS))
+    return frame, dt.version()
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        **{name: pkg_version(name) for name in ("scikit-learn", "numpy", "pandas", "pyarrow")},
+    }
+
+
+def fit_model(states: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
+    """Fit on silver state rows (previous state added here). Returns (payload, training stats).
+
+    The score threshold is the training score quantile at ``1 - ml.contamination``: with
+    contamination c, a fraction c of states like the training data raises an alarm.
+    """
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = settings.ml
+    if len(states) < 2:
+        raise TrainingError(f"{len(states)} state(s) to train on: need at least 2")
+    frame = add_previous_state(states)
+    if cfg.max_training_rows and len(frame) > cfg.max_training_rows:
+        # sample AFTER the previous state is attached, so sampled rows keep their kinematics
+        frame = frame.sample(n=cfg.max_training_rows, random_state=cfg.random_state)
+    features = build_features(frame)
+    medians = imputation_medians(features)
+    matrix = impute(features, medians)
+    pipeline = Pipeline([
+        ("scale", StandardScaler()),
+        ("forest", IsolationForest(n_estimators=cfg.n_estimators, contamination=cfg.contamination,
+                                   max_samples=min(cfg.max_samples, len(matrix)),
+                                   random_state=cfg.random_state, n_jobs=1)),
+    ])
+    pipeline.fit(matrix)
+    # offset_ is the score_samples quantile at contamination: score > -offset_ <=> predict == -1
+    threshold = float(-pipeline.named_steps["forest"].offset_)
+    payload = {"pipeline": pipeline, "features": list(FEATURES), "medians": medians, "threshold": threshold}
+    stats = {
+        "rows": int(len(frame)),
+        "aircraft": int(frame["icao24"].nunique()),
+        "rows_with_previous_state": int(features["has_prev"].sum()),
+        "missing_fraction": {name: round(float(v), 4) for name, v in features.isna().mean().items() if v > 0},
+    }
+    return payload, stats
+
+
+def metadata_for(payload: dict, stats: dict, settings: Settings, delta_version: int | None,
+                 source: str) -> dict:
+    cfg = settings.ml
+    return {
+        "features": list(FEATURES),
+        "imputation_medians": payload["medians"],
+        "score_threshold": payload["threshold"],
+        "parameters": {
+            "scaler": "StandardScaler",
+            "model": "IsolationForest",
+            "n_estimators": cfg.n_estimators,
+            "contamination": cfg.contamination,
+            "max_samples": cfg.max_samples,
+            "random_state": cfg.random_state,
+            "max_training_rows": cfg.max_training_rows,
+        },
+        "libraries": library_versions(),
+        "trained_on": {"table": source, "delta_version": delta_version, **stats},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,105 @@
+"""Gold's pure steps on tiny DataFrames: each rule, the previous state across batches, windows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from lakehouse.transforms import gold as G
+from lakehouse.transforms.rules import rule_names
+from lakehouse.transforms.silver import parse_and_validate, to_flights
+from tests.flight_records import T0, state, track
+
+
+def silver_df(spark, settings, states):
+    rows = [(json.dumps(s), "t", 0, i) for i, s in enumerate(states)]
+    return (spark.createDataFrame(rows, "value string, topic string, partition int, offset bigint")
+            .transform(parse_and_validate(settings.validation)).transform(to_flights))
+
+
+def no_last(spark):
+    return spark.createDataFrame([], G.STATE.schema).drop("kind")
+
+
+@pytest.fixture
+def scored(spark, base_settings):
+    def score(states, last_states=(), rules=None):
+        cfg = rules or base_settings.rules
+        last = (silver_df(spark, base_settings, list(last_states))
+                .transform(G.score_states(no_last(spark), cfg)))
+        return silver_df(spark, base_settings, states).transform(G.score_states(last, cfg))
+    return score
+
+
+CASES = {  # icao24 -> (state fields, rules expected to fire)
+    "000001": ({}, []),
+    "000002": ({"squawk": "7700"}, ["emergency_squawk"]),
+    "000003": ({"squawk": "7500", "vertical_rate": -16.0}, ["emergency_squawk", "rapid_descent"]),
+    "000004": ({"vertical_rate": -16.0, "on_ground": True}, []),  # not airborne
+    "000005": ({"vertical_rate": -14.9}, []),
+    "000006": ({"velocity": 400.5}, ["extreme_speed"]),
+    "000007": ({"baro_altitude": 200.0, "velocity": 150.0}, ["low_altitude"]),  # fast and low
+    "000008": ({"baro_altitude": 150.0, "velocity": 72.0, "vertical_rate": -3.5}, []),  # landing
+    "000009": ({"baro_altitude": 250.0, "velocity": 90.0, "vertical_rate": 12.0}, []),  # take-off
+    "00000a": ({"baro_altitude": 200.0, "velocity": 150.0, "on_ground": True}, []),  # take-off roll
+    "00000b": ({"velocity": None, "vertical_rate": None, "squawk": None}, []),  # unknowns fire nothing
+}
+
+
+def test_each_rule_fires_on_its_case_only(spark, scored):
+    df = scored([state(icao, T0, **fields) for icao, (fields, _) in CASES.items()])
+    expected = spark.createDataFrame(
+        [(icao, rules, bool(rules), None, False, bool(rules), None) for icao, (_, rules) in CASES.items()],
+        "icao24 string, rules array<string>, rule_anomaly boolean, anomaly_score double, "
+        "ml_anomaly boolean, is_anomaly boolean, model_version string")
+    assertDataFrameEqual(df.select(*expected.columns), expected)
+
+
+def test_a_disabled_rule_never_fires(spark, scored, base_settings):
+    rules = base_settings.replace(rules={"emergency_squawk_enabled": False, "emergency_squawks": "7700"}).rules
+    df = scored([state("000002", T0, squawk="7700")], rules=rules)
+    assert df.first().rules == [] and "emergency_squawk" not in rule_names(rules)
+
+
+def test_position_jump_uses_the_previous_state_from_an_earlier_batch(spark, scored):
+    # 000001: last seen at 8.5E, now 1 degree east 10 s later (~71 km: 7 km/s vs 230 m/s reported).
+    # 000002: a normal track split over the two batches. 000003: a jump within this batch.
+    last = [state("000001", T0, 50.0, 8.5), *track("000002", T0, 2)[:1]]
+    now = [state("000001", T0 + 10, 50.0, 9.5), *track("000002", T0, 3)[1:],
+           state("000003", T0, 40.0, 2.0), state("000003", T0 + 20, 40.5, 2.0), state("000003", T0 + 30, 40.5, 2.02)]
+    df = scored(now, last_states=last)
+    got = {(r.icao24, r.event_time.timestamp() - T0): r.rules for r in df.collect()}
+    assert got == {("000001", 10): ["position_jump"], ("000002", 10): [], ("000002", 20): [],
+                   ("000003", 0): [], ("000003", 20): ["position_jump"], ("000003", 30): []}
+
+
+def test_window_counts_are_distinct_aircraft(spark, scored, base_settings):
+    states = [*track("000001", T0, 3, step=40),  # three reports in window [T0, T0+2min)
+              state("000002", T0 + 5, on_ground=True, velocity=10.0, origin_country="France"),
+              state("000003", T0 + 7, squawk="7700", origin_country=None),
+              state("000001", T0 + 120)]  # next window
+    windowed = scored(states).transform(G.with_window(base_settings.gold.window_duration))
+    expected = spark.createDataFrame(
+        [(T0, T0 + 120, 3, 2, 5, (230 * 3 + 10 + 230) / 5, 0.0, 10000.0, 1),
+         (T0 + 120, T0 + 240, 1, 1, 1, 230.0, 0.0, 10000.0, 0)],
+        "s long, e long, aircraft long, airborne long, position_reports long, avg_velocity double, "
+        "avg_vertical_rate double, avg_baro_altitude double, anomalies long",
+    ).selectExpr("timestamp_seconds(s) AS window_start", "timestamp_seconds(e) AS window_end", "*").drop("s", "e")
+    assertDataFrameEqual(G.window_stats(windowed), expected)
+    countries = {(r.window_start.timestamp(), r.origin_country): (r.aircraft, r.airborne, r.position_reports)
+                 for r in G.country_counts(windowed).collect()}
+    assert countries == {(T0, "Germany"): (1, 1, 3), (T0, "France"): (1, 0, 1), (T0, "unknown"): (1, 1, 1),
+                         (T0 + 120, "Germany"): (1, 1, 1)}
+
+
+def test_latest_state_per_aircraft_within_the_live_window(spark, scored):
+    from pyspark.sql import functions as F
+
+    df = scored([*track("000001", T0, 3), state("000002", T0 - 400), state("000003", T0 + 5)])
+    since = F.lit(T0 + 20).cast("timestamp") - F.expr("INTERVAL 5 minutes")
+    live = G.to_live_flights(df.transform(G.latest_states(since)), since)
+    assert sorted((r.icao24, int(r.event_time.timestamp()) - T0) for r in live.collect()) == [
+        ("000001", 20), ("000003", 5)]
+    assert live.columns == G.LIVE.columns

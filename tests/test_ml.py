@@ -1,0 +1,236 @@
+"""ML without Spark: the feature contract, training, artefact checks and the evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.artefact import ArtefactError, list_versions, load_artefact, model_dir
+from ml.features import (
+    FEATURES,
+    INPUT_COLUMNS,
+    PREV_COLUMNS,
+    add_previous_state,
+    build_features,
+    feature_matrix,
+)
+from ml.labelled import attach_labels, simulated_run
+
+
+@pytest.fixture
+def ml_settings(base_settings, tmp_path):
+    return base_settings.replace(storage={"root": str(tmp_path / "lake")},
+                                 ml={"reload_interval_s": 0.0, "max_samples": 1024})
+
+
+@pytest.fixture(scope="module")
+def sim(base_settings):
+    """A small labelled simulator run: (states with previous state, labels)."""
+    return simulated_run(base_settings, seed=3, aircraft=120, snapshots=40, anomaly_rate=0.1)
+
+
+def write_silver(settings, states: pd.DataFrame) -> None:
+    from deltalake import write_deltalake
+
+    from lakehouse.catalog import table_path
+    from ml.features import STATE_COLUMNS
+
+    write_deltalake(table_path(settings, "silver.flights"), states[list(STATE_COLUMNS)], mode="append")
+
+
+def state(**values) -> dict:
+    row = {"icao24": "abc123", "event_time": pd.Timestamp("2024-01-01T12:00:10Z"), "latitude": 48.0,
+           "longitude": 2.0, "baro_altitude": 10000.0, "on_ground": False, "velocity": 230.0,
+           "true_track": 90.0, "vertical_rate": 0.0, "prev_event_time": pd.Timestamp("2024-01-01T12:00:00Z"),
+           "prev_latitude": 48.0, "prev_longitude": 2.0 - 2300.0 / (111_195.0 * np.cos(np.radians(48.0))),
+           "prev_baro_altitude": 10000.0, "prev_velocity": 230.0}
+    row.update(values)
+    return row
+
+
+def test_prev_columns_contract():
+    assert PREV_COLUMNS == ("prev_event_time", "prev_latitude", "prev_longitude", "prev_baro_altitude",
+                            "prev_velocity")
+    assert set(PREV_COLUMNS) <= set(INPUT_COLUMNS)
+
+
+def test_features_of_a_steady_cruise_and_of_glitches():
+    rows = pd.DataFrame([
+        state(),
+        state(baro_altitude=100.0),  # altitude drop: 9,900 m in 10 s at cruise speed
+        state(velocity=690.0),  # speed spike
+        state(prev_event_time=None, prev_latitude=None, prev_longitude=None, prev_baro_altitude=None,
+              prev_velocity=None),
+        state(prev_event_time=pd.Timestamp("2024-01-01T11:00:00Z")),  # previous state too old
+    ])
+    f = build_features(rows)
+    assert list(f.columns) == list(FEATURES)
+    cruise = f.iloc[0]
+    assert cruise["implied_speed_log_ratio"] == pytest.approx(0.0, abs=0.01)
+    assert cruise["altitude_rate"] == 0.0 and cruise["acceleration"] == 0.0
+    assert cruise["course_deviation"] == pytest.approx(0.0, abs=0.5)
+    assert cruise["track_sin"] == pytest.approx(1.0) and cruise["track_cos"] == pytest.approx(0.0, abs=1e-12)
+    assert f.iloc[1]["altitude_rate"] == pytest.approx(-990.0)
+    assert f.iloc[1]["vertical_rate_residual"] == pytest.approx(-990.0)
+    assert f.iloc[2]["acceleration"] == pytest.approx(46.0)
+    assert f.iloc[2]["implied_speed_log_ratio"] < -1.0
+    assert f.iloc[2]["equivalent_airspeed"] > 2.5 * cruise["equivalent_airspeed"]
+    for i in (3, 4):  # no usable previous state: NaN kinematics and the indicator, never zeros
+        assert f.iloc[i]["has_prev"] == 0.0
+        assert f.iloc[i][["implied_speed_log_ratio", "altitude_rate", "acceleration"]].isna().all()
+
+
+def test_missing_values_are_imputed_by_group_medians_not_zero():
+    train = pd.DataFrame([state(), state(baro_altitude=11000.0, prev_baro_altitude=11000.0),
+                          state(on_ground=True, baro_altitude=120.0, prev_baro_altitude=120.0, velocity=8.0),
+                          state(on_ground=True, baro_altitude=80.0, prev_baro_altitude=80.0, velocity=6.0)])
+    from ml.features import imputation_medians
+
+    medians = imputation_medians(build_features(train))
+    unknown = pd.DataFrame([state(baro_altitude=None), state(on_ground=True, baro_altitude=None, velocity=7.0)])
+    matrix = feature_matrix(unknown, medians)
+    alt = FEATURES.index("baro_altitude")
+    assert matrix[0, alt] == pytest.approx(10500.0)  # airborne median
+    assert matrix[1, alt] == pytest.approx(100.0)  # on-ground median
+    assert matrix[:, FEATURES.index("altitude_missing")].tolist() == [1.0, 1.0]
+
+
+def test_feature_input_without_previous_state_is_refused():
+    with pytest.raises(ValueError, match="prev_baro_altitude"):
+        build_features(pd.DataFrame([state()]).drop(columns=["prev_baro_altitude"]))
+
+
+def test_add_previous_state_orders_per_aircraft():
+    t = pd.to_datetime([20, 10, 15], unit="s", utc=True)
+    df = pd.DataFrame({"icao24": ["a", "a", "b"], "event_time": t, "latitude": [2.0, 1.0, 5.0],
+                       "longitude": [0.0] * 3, "baro_altitude": [200.0, 100.0, 50.0], "velocity": [1.0, 2.0, 3.0]})
+    out = add_previous_state(df)
+    assert out["icao24"].tolist() == ["a", "a", "b"]
+    assert out["prev_latitude"].tolist()[1] == 1.0
+    assert out["prev_baro_altitude"].isna().tolist() == [True, False, True]
+
+
+def test_train_cli_publishes_a_versioned_artefact_with_lineage(ml_settings, sim):
+    from tests.helpers import run_cli
+
+    states, _ = sim
+    write_silver(ml_settings, states.iloc[: len(states) // 2])
+    write_silver(ml_settings, states.iloc[len(states) // 2:])
+    first = run_cli(ml_settings, "train", "--delta-version", "0")
+    assert json.loads(first.stdout)["version"] == "v0001"
+    run_cli(ml_settings, "train")
+    directory = model_dir(ml_settings)
+    assert list_versions(directory) == ["v0001", "v0002"]
+    meta1 = json.load(open(os.path.join(directory, "v0001", "metadata.json")))
+    meta2 = json.load(open(os.path.join(directory, "v0002", "metadata.json")))
+    assert meta1["trained_on"]["delta_version"] == 0 and meta1["trained_on"]["rows"] == len(states) // 2
+    assert meta2["trained_on"]["delta_version"] == 1 and meta2["trained_on"]["rows"] == len(states)
+    assert meta2["features"] == list(FEATURES)
+    assert meta2["parameters"]["n_estimators"] == 100 and meta2["parameters"]["model"] == "IsolationForest"
+    assert {"scikit-learn", "numpy", "pandas", "python"} <= set(meta2["libraries"])
+    assert meta2["created_at"] and len(meta2["sha256"]) == 64
+    model = load_artefact(directory)
+    assert model.version == "v0002"
+    scores = model.score(states)
+    assert scores.shape == (len(states),) and np.all((scores > 0) & (scores <= 1))
+    # the threshold is the training quantile at 1 - contamination
+    assert (scores > model.threshold).mean() == pytest.approx(ml_settings.ml.contamination, abs=0.003)
+
+
+def test_train_without_silver_says_so(ml_settings):
+    from tests.helpers import run_cli
+
+    result = run_cli(ml_settings, "train", check=False)
+    assert result.returncode == 1 and "silver.flights does not exist" in result.stderr
+
+
+@pytest.fixture
+def published(ml_settings, sim):
+    from ml.artefact import save_artefact
+    from ml.training import fit_model, metadata_for
+
+    payload, stats = fit_model(sim[0], ml_settings)
+    directory = model_dir(ml_settings)
+    version = save_artefact(directory, payload, metadata_for(payload, stats, ml_settings, 0, "test"))
+    return directory, version
+
+
+def test_tampered_artefact_is_refused(published):
+    directory, version = published
+    path = os.path.join(directory, version, "model.pkl")
+    blob = bytearray(open(path, "rb").read())
+    blob[len(blob) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(blob))
+    with pytest.raises(ArtefactError, match=r"v0001: checksum mismatch .* refusing to load it"):
+        load_artefact(directory)
+
+
+def test_artefact_of_other_features_is_refused(published):
+    directory, version = published
+    meta_path = os.path.join(directory, version, "metadata.json")
+    meta = json.load(open(meta_path))
+    meta["features"] = [f for f in meta["features"] if f != "acceleration"] + ["turn_rate"]
+    json.dump(meta, open(meta_path, "w"))
+    with pytest.raises(ArtefactError, match=r"feature list does not match .*'acceleration'.*'turn_rate'"):
+        load_artefact(directory)
+
+
+def test_artefact_whose_pickle_has_other_features_is_refused(published):
+    from ml.artefact import save_artefact
+
+    directory, version = published
+    payload = pickle.loads(open(os.path.join(directory, version, "model.pkl"), "rb").read())
+    payload["features"] = list(reversed(payload["features"]))
+    meta = json.load(open(os.path.join(directory, version, "metadata.json")))
+    new = save_artefact(directory, payload, {k: v for k, v in meta.items() if k != "sha256"})
+    with pytest.raises(ArtefactError, match="same names, different order"):
+        load_artefact(directory, new)
+
+
+def test_unknown_version_is_named(published):
+    directory, _ = published
+    with pytest.raises(ArtefactError, match=r"'v0009' not found .*\(published: v0001\)"):
+        load_artefact(directory, "v0009")
+
+
+def test_evaluation_on_a_small_labelled_run(ml_settings, tmp_path, spark):
+    from ml.cli_evaluate import evaluate
+    from ml.evaluation import rules_available
+
+    out = tmp_path / "eval"
+    settings = ml_settings.replace(ml={"contamination": 0.01, "max_samples": 16384})
+    report = evaluate(settings, str(out), aircraft=300, train_aircraft=150, snapshots=60, seed=5,
+                      anomaly_rate=0.2, train_anomaly_rate=0.1, spark=spark)
+    for name in ("evaluation.json", "evaluation.md", "histogram.png"):
+        assert (out / name).stat().st_size > 0
+    assert json.loads((out / "evaluation.json").read_text())["data"] == report["data"]
+    ml = report["detectors"]["ml"]
+    assert report["data"]["labelled_states"] == ml["all"]["states"] > 0
+    # glitches the features were built for are found; a squawk is invisible to the model
+    glitches = [ml["per_kind"][k] for k in ("altitude_drop", "position_jump", "speed_spike") if k in ml["per_kind"]]
+    assert glitches and sum(g["detected"] for g in glitches) >= 0.5 * sum(g["states"] for g in glitches)
+    if "emergency_squawk" in ml["per_kind"]:
+        assert ml["per_kind"]["emergency_squawk"]["recall"] < 0.2
+    assert 0 <= report["real_false_alarm_rate"]["ml"] < 0.2
+    assert "| ml | all |" in (out / "evaluation.md").read_text()
+    if rules_available():
+        both, rules = report["detectors"]["both"], report["detectors"]["rules"]
+        assert both["all"]["detected"] >= max(ml["all"]["detected"], rules["all"]["detected"])
+
+
+def test_metrics_count_after_anomaly_states_apart():
+    from ml.evaluation import detection_metrics
+
+    states = pd.DataFrame({"icao24": ["a"] * 4, "time_position": [0, 10, 20, 30]})
+    labels = pd.DataFrame({"icao24": ["a"], "time_position": [10], "kind": ["speed_spike"]})
+    labelled = attach_labels(states, labels)
+    assert labelled["after_anomaly"].tolist() == [False, False, True, False]
+    m = detection_metrics(labelled, np.array([True, True, True, False]))
+    assert m["all"] == {"states": 1, "detected": 1, "false_alarms": 1, "precision": 0.5, "recall": 1.0,
+                        "f1": 0.6667}
+    assert (m["after_anomaly_states"], m["after_anomaly_flagged"], m["normal_states"]) == (1, 1, 2)

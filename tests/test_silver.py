@@ -1,0 +1,110 @@
+"""Silver on a real broker and real Delta: validation, quarantine reasons, deduplication and the
+accounting invariant bronze = flights + quarantine + duplicates dropped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lakehouse.catalog import table_path
+from lakehouse.jobs import bronze, silver
+from lakehouse.jobs.common import await_queries
+from lakehouse.status import accounting
+from tests.flight_records import T0, as_records, record, state, track
+from tests.helpers import delta_version, produce, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def run_once(spark, settings, *layers):
+    for layer in layers:
+        await_queries(layer.start(spark, settings, once=True))
+
+
+def read(spark, settings, name):
+    return spark.read.format("delta").load(table_path(settings, name))
+
+
+# Rejected records and the reason each must get.
+BAD = {
+    "{not json": "malformed_json",
+    "": "malformed_json",
+    "[1, 2]": "not_an_object",
+    '"3c6444"': "not_an_object",
+    json.dumps(state(schema_version=2)): "unsupported_schema",
+    json.dumps({k: v for k, v in state().items() if k != "schema_version"}): "unsupported_schema",
+    json.dumps(state(icao24="XYZ123")): "invalid_icao24",
+    json.dumps(state(icao24=None)): "invalid_icao24",
+    json.dumps(state(time_position=None)): "no_position",
+    json.dumps(state(latitude=None)): "no_position",
+    json.dumps(state(latitude=91.0)): "invalid_position",
+    json.dumps(state(longitude=-180.5)): "invalid_position",
+    json.dumps(state(baro_altitude=25001.0)): "implausible_altitude",
+    json.dumps(state(velocity=1000.5)): "implausible_velocity",
+    json.dumps(state(velocity="fast")): "implausible_velocity",
+    json.dumps(state(vertical_rate=-250.0)): "implausible_vertical_rate",
+    json.dumps(state(on_ground="yes")): "invalid_field",
+}
+
+
+def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
+    good = track("3c6444", T0, 6) + track("4ca1b2", T0, 6, lat=48.0) + [
+        state("a0b1c2", T0, callsign="   "),
+        state("A0B1C3", T0, velocity=450.0, vertical_rate=-30.0),  # unusual but possible: kept
+    ]
+    dupes = [good[0], dict(good[1], callsign="OTHER")]  # same (icao24, event_time) twice
+    produce(lake, as_records(good + dupes) + [("k", v) for v in BAD])
+    run_once(spark, lake, bronze, silver)
+
+    flights = read(spark, lake, "silver.flights")
+    assert flights.count() == len(good)
+    assert flights.select("icao24", "event_time").distinct().count() == len(good)
+    assert {r.icao24 for r in flights.collect()} == {"3c6444", "4ca1b2", "a0b1c2", "a0b1c3"}
+    row = flights.where("icao24 = 'a0b1c2'").first()
+    assert row.callsign is None and row.event_date.isoformat() == "2023-11-14"
+    assert str(row.event_time) == "2023-11-14 22:14:00"
+    assert flights.where("icao24 = '3c6444'").first().callsign == "DLH9U"  # trimmed
+    # The first by Kafka offset is kept, not a later copy.
+    assert flights.where("callsign = 'OTHER'").count() == 0
+
+    quarantine = {r.value: r for r in read(spark, lake, "silver.quarantine").collect()}
+    assert {v: r.reason for v, r in quarantine.items()} == BAD
+    assert all(r.detail and r.topic == lake.kafka.topic and r.offset is not None for r in quarantine.values())
+    assert "91.0 outside [-90, 90]" in quarantine[json.dumps(state(latitude=91.0))].detail
+
+    counts = accounting(lake)
+    assert counts == {
+        "bronze_rows": len(good) + len(dupes) + len(BAD), "processed_rows": len(good) + len(dupes) + len(BAD),
+        "flights_rows": len(good), "quarantine_rows": len(BAD), "duplicates": 2, "unchecked_late_rows": 0,
+        "pending_rows": 0, "holds": True,
+    }
+
+    # A duplicate of an earlier batch's state is dropped too; a run with nothing new adds nothing.
+    produce(lake, as_records([good[3], state("3c6444", T0 + 60)]))
+    run_once(spark, lake, bronze, silver)
+    assert read(spark, lake, "silver.flights").count() == len(good) + 1
+    versions = {n: delta_version(lake, n) for n in ("silver.flights", "silver.quarantine", "silver._dedup_stats")}
+    run_once(spark, lake, bronze, silver)
+    assert {n: delta_version(lake, n) for n in versions} == versions
+    counts = accounting(lake)
+    assert counts["duplicates"] == 3 and counts["holds"] and counts["pending_rows"] == 0
+
+    out = run_cli(lake, "status").stdout
+    assert "silver.flights" in out and "accounting" in out and "duplicates dropped 3" in out and "holds" in out
+
+
+def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake):
+    """Policy: dedup state covers silver.dedup_watermark (here 10 minutes) behind the newest
+    event time; a duplicate older than that is not looked up, kept, and counted as unchecked."""
+    first = track("3c6444", T0, 3) + [state("4ca1b2", T0 + 1200)]
+    produce(lake, as_records(first))
+    run_once(spark, lake, bronze, silver)
+    produce(lake, [record(icao24="3c6444", t=T0), record(icao24="4ca1b2", t=T0 + 1200)])
+    run_once(spark, lake, bronze, silver)
+
+    flights = read(spark, lake, "silver.flights")
+    assert flights.where(f"icao24 = '3c6444' AND time_position = {T0}").count() == 2  # too late: kept
+    assert flights.where(f"icao24 = '4ca1b2' AND time_position = {T0 + 1200}").count() == 1  # dropped
+    counts = accounting(lake)
+    assert (counts["duplicates"], counts["unchecked_late_rows"], counts["holds"]) == (1, 1, True)
