@@ -1,0 +1,449 @@
+"""Freshness: delay from Kafka append to visibility in ``gold.live_flights``, with ``run all`` streaming.
+
+Per rate, one fresh demo-like stack (``--quick``: one stack, the rates in turn):
+``python -m lakehouse run all`` (a subprocess, the streaming triggers of the settings) and, when
+the dashboard exists on this checkout, ``python -m lakehouse dashboard``. In this process a
+producer thread runs the simulator in real time through the ingestion producer: ``rate x
+simulator.interval_s`` aircraft, one snapshot every ``simulator.interval_s`` seconds (1,000
+states/s = 10,000 aircraft reporting every 10 s, about the whole world's ADS-B traffic; above
+:data:`MAX_AIRCRAFT` the aircraft report more often instead). For each snapshot it logs
+``produced_at`` (the value written into every record, taken just before the first send) and
+when the broker acknowledged the last.
+
+A poller reads the Delta log of ``gold.live_flights`` with delta-rs every ``poll_s``. For each
+new version it takes the commit timestamp (``commitInfo.timestamp``: the moment the version
+became readable, within a few ms of the log file's rename) and the ``(icao24, event_time)`` rows.
+An aircraft whose ``event_time`` moved from ``t0`` to ``t1`` makes every one of its simulated
+states with ``t0 < time_position <= t1`` visible in that commit (a state superseded within one
+gold batch is visible as its successor); its delay is ``commit time - produced_at`` of the
+snapshot. Percentiles are over states (each aircraft in each snapshot counts once).
+
+The stack warms up until ``gold.live_flights`` has a first version plus ``warmup_s``; then
+``runs`` consecutive windows of ``window_s`` seconds each are measured (a state belongs to the
+window its snapshot was produced in). After the last window the producer goes on (steady load)
+until every measured state is visible or ``drain_s`` passes; states still not visible are
+counted as ``unseen`` and their delay so far is included (a lower bound) so a stack that cannot
+keep up shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from bench.figures import figure, weighted_percentile
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class Snapshot:
+    time: int  # time_position of every state in it (epoch s)
+    produced_at_ms: int
+    acked_at_ms: int
+    states: int
+    visible: int = 0
+
+
+@dataclass
+class Contribution:
+    produced_at_ms: int
+    commit_ms: int
+    states: int
+
+
+@dataclass
+class ProducerLog:
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    error: str | None = None
+    behind_s: float = 0.0  # worst lateness of a snapshot against its schedule
+
+    def times(self) -> list[int]:
+        with self.lock:
+            return sorted(self.snapshots)
+
+
+def produce_live(settings, aircraft: int, stop: threading.Event, plog: ProducerLog, seed: int = 7) -> None:
+    # each rate its own seed: a stack shared by two rates sees (almost) disjoint fleets
+    """Real-time simulator -> Kafka until ``stop``; every snapshot logged in ``plog``."""
+    from ingestion.producer import StateProducer
+    from ingestion.simulator import Simulator
+
+    interval = settings.simulator.interval_s
+    try:
+        start = int(time.time() // interval * interval + interval)
+        sim = Simulator(seed=seed, aircraft=aircraft, interval_s=interval, start_time=start,
+                        anomaly_rate=settings.simulator.anomaly_rate)
+        producer = StateProducer(settings, "simulator")
+    except Exception as exc:  # noqa: BLE001 - reported by the section, which then stops
+        plog.error = f"{type(exc).__name__}: {exc}"
+        return
+    try:
+        for response in sim.snapshots(None):
+            delay = response["time"] - time.time()
+            if stop.wait(max(0.0, delay)):
+                return
+            plog.behind_s = max(plog.behind_s, -delay)
+            produced_at = int(time.time() * 1000)
+            n = producer.send_response(response, produced_at)
+            delivery = producer.flush()
+            acked = int(time.time() * 1000)
+            if delivery.failed or delivery.pending:
+                plog.error = f"{delivery.failed} failed, {delivery.pending} pending deliveries"
+            with plog.lock:
+                plog.snapshots[response["time"]] = Snapshot(response["time"], produced_at, acked, n)
+    except Exception as exc:  # noqa: BLE001 - reported by the section
+        plog.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        producer.close(timeout=10)
+
+
+class LiveFlightsWatcher:
+    """Follow the versions of ``gold.live_flights``; turn each into delay contributions."""
+
+    def __init__(self, path: str, storage_options: dict):
+        self.path = path
+        self.options = storage_options
+        self.version = -1
+        self.prev = None  # pandas Series icao24 -> event_time (epoch s)
+        self.contributions: list[Contribution] = []
+        self.detect_lag_ms: list[int] = []
+        self.first_version_at: float | None = None
+
+    def _commit_times(self, dt, since: int) -> dict[int, int]:
+        wanted = dt.version() - since
+        return {h["version"]: int(h["timestamp"]) for h in dt.history(max(wanted, 1)) if "version" in h}
+
+    def poll(self, plog: ProducerLog) -> int:
+        """Read every version newer than the last one seen; return how many."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            dt = DeltaTable(self.path, storage_options=self.options)
+        except TableNotFoundError:
+            return 0
+        latest = dt.version()
+        if latest <= self.version:
+            return 0
+        seen_ms = int(time.time() * 1000)
+        commits = self._commit_times(dt, self.version)
+        times = plog.times()
+        new = 0
+        for v in range(self.version + 1, latest + 1):
+            if v not in commits:
+                continue
+            table = DeltaTable(self.path, version=v, storage_options=self.options).to_pyarrow_table(
+                columns=["icao24", "event_time"])
+            if table.num_rows == 0:
+                continue  # the empty table created before the first batch
+            self._account(table, commits[v], times, plog)
+            self.detect_lag_ms.append(seen_ms - commits[v])
+            new += 1
+        self.version = latest
+        if new and self.first_version_at is None:
+            self.first_version_at = time.time()
+        return new
+
+    def _account(self, table, commit_ms: int, times: list[int], plog: ProducerLog) -> None:
+        import bisect
+
+        import pandas as pd
+        import pyarrow as pa
+
+        micros = table.column("event_time").cast(pa.timestamp("us", "UTC")).cast(pa.int64())
+        secs = micros.to_numpy(zero_copy_only=False) // 1_000_000
+        cur = pd.Series(secs, index=table.column("icao24").to_pylist()).groupby(level=0).max()
+        if self.prev is None:
+            self.prev = cur  # the baseline: what was visible before we looked is not counted
+            return
+        before = self.prev.reindex(cur.index)
+        moved = cur[(before.isna()) | (cur > before)]
+        starts = before.reindex(moved.index)
+        pairs = pd.DataFrame({"t0": starts.fillna(-1).astype("int64"), "t1": moved.astype("int64")})
+        for (t0, t1), n in pairs.value_counts().items():
+            lo = bisect.bisect_right(times, t0) if t0 >= 0 else bisect.bisect_left(times, t1)
+            hi = bisect.bisect_right(times, t1)
+            with plog.lock:
+                for t in times[lo:hi]:
+                    snap = plog.snapshots[t]
+                    snap.visible += int(n)
+                    self.contributions.append(Contribution(snap.produced_at_ms, commit_ms, int(n)))
+        # an aircraft that left the live window keeps its last time: it may come back
+        self.prev = pd.concat([self.prev, cur]).groupby(level=0).max()
+
+
+def window_figures(contribs: list[Contribution], plog: ProducerLog, lo_ms: int, hi_ms: int, end_ms: int) -> dict:
+    """p50/p95/max delay (s) of the states produced in [lo_ms, hi_ms)."""
+    delays, weights = [], []
+    for c in contribs:
+        if lo_ms <= c.produced_at_ms < hi_ms:
+            delays.append((c.commit_ms - c.produced_at_ms) / 1000)
+            weights.append(c.states)
+    with plog.lock:
+        snaps = [s for s in plog.snapshots.values() if lo_ms <= s.produced_at_ms < hi_ms]
+    unseen = sum(max(0, s.states - s.visible) for s in snaps)
+    for s in snaps:  # not visible by the end: the delay so far, a lower bound
+        if s.states > s.visible:
+            delays.append((end_ms - s.produced_at_ms) / 1000)
+            weights.append(s.states - s.visible)
+    produced = sum(s.states for s in snaps)
+    send = [(s.acked_at_ms - s.produced_at_ms) / 1000 for s in snaps]
+    return {
+        "p50_s": weighted_percentile(delays, weights, 0.50),
+        "p95_s": weighted_percentile(delays, weights, 0.95),
+        "max_s": max(delays) if delays else None,
+        "states": produced,
+        "snapshots": len(snaps),
+        "unseen_states": unseen,
+        "send_s_max": max(send) if send else None,
+    }
+
+
+# The simulator's fleet set-up does not finish for 100,000 aircraft (its ICAO address collision
+# redraw never ends once a country's block runs out); 50,000 set up in 0.3 s. Higher rates
+# report more often instead: 10,000 states/s = 50,000 aircraft every 5 s.
+MAX_AIRCRAFT = 50_000
+
+
+def fleet_for(rate: int, interval_s: float) -> tuple[int, float]:
+    """(aircraft, report interval s) producing ``rate`` states/s at ``interval_s`` if possible."""
+    aircraft = max(1, int(round(rate * interval_s)))
+    if aircraft <= MAX_AIRCRAFT:
+        return aircraft, interval_s
+    return MAX_AIRCRAFT, MAX_AIRCRAFT / rate
+
+
+class Stack:
+    """``run all`` streaming (+ the dashboard) on one fresh lakehouse root, memory sampled."""
+
+    def __init__(self, env, sizes, label: str, sampler, dashboard_ok: bool):
+        from bench.env import free_port
+        from lakehouse.catalog import table_path
+        from lakehouse.status import delta_uri, storage_options
+
+        self.env, self.sizes, self.label, self.sampler = env, sizes, label, sampler
+        self.settings = env.settings_for(f"freshness-{label}", dashboard={"port": free_port()})
+        self.log_name = f"run-all-{label}.log"
+        self.watcher = LiveFlightsWatcher(delta_uri(table_path(self.settings, "gold.live_flights")),
+                                          storage_options(self.settings))
+        self.plog = ProducerLog()
+        self.dashboard_ok = dashboard_ok
+        self.proc = self.dash = None
+        self.started = time.time()
+
+    def __enter__(self) -> Stack:
+        self.proc = self.env.spawn(self.settings, ["run", "all"], self.log_name)
+        self.sampler.track("spark (run all: python + JVM)", self.proc.pid)
+        if self.dashboard_ok:
+            self.dash = self.env.spawn(self.settings, ["dashboard"], f"dashboard-{self.label}.log")
+            self.sampler.track("dashboard", self.dash.pid)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from bench.env import stop
+
+        self.sampler.sample()
+        if self.dash is not None:
+            self.sampler.untrack("dashboard")
+            stop(self.dash)
+        self.sampler.untrack("spark (run all: python + JVM)")
+        code = stop(self.proc, timeout=90)
+        log.info("bench: [freshness %s] run all stopped (exit %s)", self.label, code)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"run all exited with {self.proc.returncode}; log tail:\n"
+                               f"{self.env.log_tail(self.log_name)}")
+        if self.plog.error:
+            raise RuntimeError(f"the producer failed: {self.plog.error}")
+
+    def poll_until(self, until: float, done=None) -> None:
+        last_log = time.time()
+        while time.time() < until:
+            self.check()
+            self.watcher.poll(self.plog)
+            if done is not None and done():
+                return
+            if time.time() - last_log >= 15:
+                last_log = time.time()
+                log.info("bench: [freshness %s] gold.live_flights at version %d, %d snapshots sent, producer "
+                         "behind %.1f s, %.0f s to go", self.label, self.watcher.version, len(self.plog.snapshots),
+                         self.plog.behind_s, until - time.time())
+            time.sleep(self.sizes.poll_s)
+
+    def measure(self, rate: int) -> dict:
+        """Produce at ``rate``: (first version,) warm-up, ``runs`` windows, drain; figures per window."""
+        sizes = self.sizes
+        aircraft, interval = fleet_for(rate, self.settings.simulator.interval_s)
+        halt = threading.Event()
+        self.plog.behind_s = 0.0
+        log.info("bench: [freshness %s] producing %s states/s: %s aircraft reporting every %g s", self.label,
+                 f"{rate:,}", f"{aircraft:,}", interval)
+        settings = self.settings.replace(simulator={"interval_s": interval})
+        producer = threading.Thread(target=produce_live, args=(settings, aircraft, halt, self.plog),
+                                    kwargs={"seed": rate}, daemon=True)
+        producer.start()
+        result: dict = {"rate": rate, "aircraft": aircraft, "interval_s": interval, "stack": self.label}
+        try:
+            if self.watcher.first_version_at is None:
+                self.poll_until(self.started + sizes.freshness_startup_s,
+                                done=lambda: self.watcher.first_version_at is not None)
+                if self.watcher.first_version_at is None:
+                    raise RuntimeError(f"gold.live_flights had no version {sizes.freshness_startup_s:.0f} s after "
+                                       f"start; run all log:\n{self.env.log_tail(self.log_name)}")
+                result["startup_s"] = self.watcher.first_version_at - self.started
+                log.info("bench: [freshness %s] first gold.live_flights version %.0f s after start", self.label,
+                         result["startup_s"])
+            t0 = time.time() + sizes.freshness_warmup_s
+            windows = [(int((t0 + i * sizes.freshness_window_s) * 1000),
+                        int((t0 + (i + 1) * sizes.freshness_window_s) * 1000)) for i in range(sizes.runs)]
+            log.info("bench: [freshness %s] warm-up %.0f s, then %d window(s) of %.0f s at %s states/s", self.label,
+                     sizes.freshness_warmup_s, sizes.runs, sizes.freshness_window_s, f"{rate:,}")
+            self.poll_until(windows[-1][1] / 1000)
+            if self.dash is not None:
+                result["dashboard_page"] = open_dashboard(self.settings.dashboard.port, self.settings.dashboard.refresh_s)
+                log.info("bench: [freshness %s] dashboard page: %s", self.label, result["dashboard_page"])
+
+            def all_visible() -> bool:
+                with self.plog.lock:
+                    return all(s.visible >= s.states for s in self.plog.snapshots.values()
+                               if windows[0][0] <= s.produced_at_ms < windows[-1][1])
+
+            self.poll_until(time.time() + sizes.freshness_drain_s, done=all_visible)
+        finally:
+            halt.set()
+            producer.join(timeout=60)
+        end_ms = int(time.time() * 1000)
+        result["runs"] = [window_figures(self.watcher.contributions, self.plog, lo, hi, end_ms) for lo, hi in windows]
+        result["producer_behind_s_max"] = self.plog.behind_s
+        result["versions"] = self.watcher.version + 1
+        lags = sorted(self.watcher.detect_lag_ms)
+        result["poll_detect_lag_ms_median"] = lags[len(lags) // 2] if lags else None
+        for key in ("p50_s", "p95_s", "max_s"):
+            result[key] = figure(r[key] for r in result["runs"])
+        for r in result["runs"]:
+            log.info("bench: [freshness %s] %s states/s window: %s states, p50 %s s, p95 %s s, max %s s, unseen %d",
+                     self.label, f"{rate:,}", f"{r['states']:,}", _fmt(r["p50_s"]), _fmt(r["p95_s"]),
+                     _fmt(r["max_s"]), r["unseen_states"])
+        return result
+
+
+def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dict:
+    """Open the served dashboard once in headless Chromium, so its memory includes a real session.
+
+    Done after the measured windows (a browser on two cores would slow the pipeline being
+    measured), while the stack still runs and memory is still sampled. Needs the dashboard's
+    ``dashboard.measure`` helpers and Debian's chromium; otherwise says why it was not done.
+    """
+    import importlib
+    import os
+    import urllib.request
+
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+
+        measure = importlib.import_module("dashboard.measure")
+    except ImportError as exc:
+        return {"opened": False, "reason": f"{exc.name or exc} not importable"}
+    if not os.path.exists(measure.CHROMIUM):
+        return {"opened": False, "reason": f"{measure.CHROMIUM} absent"}
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return {"opened": False, "reason": f"not serving on {url} after {timeout_s:.0f} s"}
+        time.sleep(0.5)
+    try:
+        with sync_playwright() as pw:
+            browser = measure.launch(pw)
+            try:
+                page = browser.new_page()
+                t0 = time.perf_counter()
+                page.goto(url)
+                version = measure.shown_version(page, timeout_ms=timeout_s * 1000)
+                load_s = time.perf_counter() - t0
+                page.wait_for_timeout(2 * refresh_s * 1000)  # two auto-refreshes
+            finally:
+                browser.close()
+    except PlaywrightError as exc:
+        return {"opened": False, "reason": str(exc).splitlines()[0][:300]}
+    return {"opened": True, "load_s": load_s, "version_shown": version}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def dashboard_available() -> tuple[bool, str | None]:
+    import importlib
+
+    try:
+        importlib.import_module("dashboard.cli")
+        return True, None
+    except ModuleNotFoundError as exc:
+        return False, f"dashboard.cli is not on this branch yet ({exc.name})"
+
+
+def gold_available() -> tuple[bool, str | None]:
+    import importlib
+
+    for layer in ("silver", "gold"):
+        try:
+            importlib.import_module(f"lakehouse.jobs.{layer}")
+        except ModuleNotFoundError as exc:
+            return False, f"lakehouse.jobs.{layer} is not on this branch yet ({exc.name})"
+    return True, None
+
+
+def run_section(env, sizes) -> tuple[dict, dict]:
+    """Freshness per rate, and the memory peaks of each stack (sampled meanwhile)."""
+    from bench.memory import MemorySampler
+
+    ok, why = gold_available()
+    if not ok:
+        pending = {"status": "pending", "reason": why}
+        return pending, dict(pending)
+    dash_ok, dash_why = dashboard_available()
+    freshness: dict = {
+        "status": "ok", "unit": "seconds", "runs": sizes.runs, "window_s": sizes.freshness_window_s,
+        "warmup_s": sizes.freshness_warmup_s, "measured": __doc__.split("\n\n")[2].replace("\n", " "),
+        "triggers": {"bronze": env.settings.streaming.bronze_trigger, "silver": env.settings.streaming.silver_trigger,
+                     "gold": env.settings.streaming.gold_trigger},
+        "rates": {},
+    }
+    memory: dict = {"status": "ok", "unit": "MB", "measured": (
+        "peak memory per process tree, sampled from /proc every 0.5 s while each freshness stack runs "
+        "(peak_rss_mb: highest sampled sum of VmRSS over the tree, as ps/top count it; peak_pss_mb: the same "
+        "with the proportional set size, pages shared by forked workers counted once)"), "rates": {}}
+    if not dash_ok:
+        memory["pending"] = {"dashboard": dash_why}
+    stacks = ([[r] for r in sizes.freshness_rates] if sizes.stack_per_rate else [list(sizes.freshness_rates)])
+    for rates in stacks:
+        label = "+".join(str(r) for r in rates)
+        with MemorySampler() as sampler:
+            sampler.track("kafka broker", env.broker_pid)
+            try:
+                with Stack(env, sizes, label, sampler, dash_ok) as stack:
+                    for rate in rates:
+                        freshness["rates"][str(rate)] = stack.measure(rate)
+            except RuntimeError as exc:
+                log.error("bench: [freshness %s] failed: %s", label, exc)
+                for rate in rates:
+                    freshness["rates"].setdefault(str(rate), {"rate": rate, "error": str(exc)[:2000]})
+                freshness["status"] = "error"
+            peaks = sampler.peaks()
+        peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_pss_mb")}
+        memory["rates"][label] = peaks
+        log.info("bench: [memory %s] %s", label, ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB" for k, v in peaks.items()))
+    return freshness, memory

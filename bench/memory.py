@@ -1,0 +1,146 @@
+"""Peak resident memory of process trees, sampled from ``/proc`` (Linux).
+
+``MemorySampler`` polls every ``interval_s`` in a thread: for each named root pid it sums
+``VmRSS`` over the root and all its descendants (the python driver, the JVM it started, the
+forked pyspark workers), and keeps the highest sum: ``peak_rss_mb``. RSS counts a page shared
+by forked workers once per process, so ``peak_pss_mb`` sums the proportional set size
+(``/proc/<pid>/smaps_rollup``: each shared page split between its users) as well: the memory
+the tree really occupies. A spike shorter than the interval can be missed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _command(pid: int) -> str:
+    """Program and, for python, its module (``java``, ``python -m pyspark.daemon``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not args:
+        return "?"
+    prog = os.path.basename(args[0])
+    if prog.startswith("python") and "-m" in args[:-1]:
+        return f"python -m {args[args.index('-m') + 1]}"
+    return prog
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # the command name (field 2) may hold spaces: the ppid follows the closing parenthesis
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def tree(pid: int, kids: dict[int, list[int]]) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, ()))
+    return out
+
+
+class MemorySampler:
+    """Track named process trees; ``peaks()`` -> ``{name: {"peak_rss_mb", "peak_pss_mb", ...}}``."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self._roots: dict[str, int] = {}
+        self._peak: dict[str, dict[str, float]] = {}
+        self._largest: dict[str, dict[str, float]] = {}  # tree -> "command (pid)" -> peak RSS kB
+        self._samples: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track(self, name: str, pid: int | None) -> None:
+        if pid:
+            with self._lock:
+                self._roots[name] = pid
+
+    def untrack(self, name: str) -> None:
+        self.sample()  # last look before the process goes
+        with self._lock:
+            self._roots.pop(name, None)
+
+    def sample(self) -> None:
+        kids = _children_map()
+        with self._lock:
+            roots = dict(self._roots)
+        for name, root in roots.items():
+            per = {p: (_status_kb(p, "VmRSS"), _pss_kb(p)) for p in tree(root, kids)}
+            rss = sum(r for r, _ in per.values())
+            if rss == 0:
+                continue
+            pss = sum(q for _, q in per.values())
+            with self._lock:
+                peak = self._peak.setdefault(name, {"rss": 0, "pss": 0, "processes": 0})
+                peak["rss"] = max(peak["rss"], rss)
+                peak["pss"] = max(peak["pss"], pss)
+                peak["processes"] = max(peak["processes"], sum(r > 0 for r, _ in per.values()))
+                self._samples[name] = self._samples.get(name, 0) + 1
+                largest = self._largest.setdefault(name, {})
+                for p, (r, _) in per.items():
+                    if r:  # the command read now: a pid that exec'd (bash -> java) shows what runs
+                        key = f"{_command(p)} ({p})"
+                        largest[key] = max(largest.get(key, 0), r)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._thread = threading.Thread(target=self._loop, name="bench-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def peaks(self) -> dict[str, dict]:
+        with self._lock:
+            return {
+                name: {"peak_rss_mb": p["rss"] / 1024, "peak_pss_mb": p["pss"] / 1024,
+                       "max_processes": int(p["processes"]), "samples": self._samples[name],
+                       "largest": [{"process": k, "peak_rss_mb": kb / 1024}
+                                   for k, kb in sorted(self._largest[name].items(), key=lambda x: -x[1])[:4]]}
+                for name, p in self._peak.items()
+            }

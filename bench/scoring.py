@@ -1,0 +1,120 @@
+"""Scoring: the pandas UDF of ``ml.scoring.add_ml_scores`` against the same model called directly.
+
+Pending until ``ml.scoring`` is on this checkout. Input: the first ``scoring_rows`` states (by
+event time) of the last throughput run's ``silver.flights``, with each aircraft's previous
+state added by ``ml.features.add_previous_state`` (the model's input contract). The model: the
+suite's one model (:func:`ensure_model`: ``opensky-lakehouse train``, a subprocess as a user
+trains it, on the first silver table of the throughput section).
+
+Both paths score the same rows with the same artefact, ``sizes.runs`` times each:
+
+- **direct**: ``Model.score(frame)`` on the pandas frame in this process (features + the
+  IsolationForest; loading the artefact excluded) and the threshold comparison;
+- **UDF**: ``add_ml_scores(df, settings)`` on a cached Spark DataFrame of the same rows, forced
+  with the ``noop`` sink: Arrow transfer to the Python workers, the same ``Model.score``, and
+  back. Building and caching the DataFrame is excluded.
+
+Reported: rows/s of each and the UDF's ratio to the direct call of the same run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import subprocess
+import sys
+import time
+
+from bench.figures import figure, rate, ratio
+
+log = logging.getLogger("bench")
+
+
+def ml_available() -> tuple[bool, str | None]:
+    try:
+        module = importlib.import_module("ml.scoring")
+    except ModuleNotFoundError as exc:
+        return False, f"ml.scoring is not on this branch yet ({exc.name})"
+    if not hasattr(module, "add_ml_scores"):
+        return False, "ml.scoring has no add_ml_scores"
+    return True, None
+
+
+def input_frame(settings, rows: int):
+    """The first ``rows`` silver states by event time, with their previous states (pandas)."""
+    from deltalake import DeltaTable
+
+    from lakehouse.catalog import table_path
+    from lakehouse.status import delta_uri, storage_options
+
+    features = importlib.import_module("ml.features")
+    dt = DeltaTable(delta_uri(table_path(settings, "silver.flights")), storage_options=storage_options(settings))
+    frame = dt.to_pandas(columns=list(features.STATE_COLUMNS))
+    frame = frame.sort_values("event_time", kind="mergesort").head(rows)
+    return features.add_previous_state(frame)[list(features.INPUT_COLUMNS)]
+
+
+def train(env, settings) -> str:
+    from bench.env import REPO
+
+    result = subprocess.run([sys.executable, "-m", "lakehouse", "train"], cwd=REPO, env=env.cli_env(settings),
+                            capture_output=True, text=True, timeout=3600, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"train exited {result.returncode}: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def ensure_model(env, settings) -> str | None:
+    """The suite's model version: trained now on ``settings``' silver.flights if there is none yet.
+
+    None while ``ml`` is not on this checkout (gold then runs on its rules only).
+    """
+    if not ml_available()[0]:
+        return None
+    artefact = importlib.import_module("ml.artefact")
+    directory = artefact.model_dir(settings)
+    version = artefact.latest_version(directory)
+    if version is None:
+        log.info("bench: training the suite's model on %s (opensky-lakehouse train; not timed)",
+                 settings.storage.root)
+        t0 = time.perf_counter()
+        train(env, settings)
+        version = artefact.latest_version(directory)
+        log.info("bench: model %s trained in %.0f s", version, time.perf_counter() - t0)
+    return version
+
+
+def run_section(env, sizes, spark, settings) -> dict:
+    ok, why = ml_available()
+    if not ok:
+        return {"status": "pending", "reason": why}
+    if spark is None or settings is None:
+        return {"status": "pending", "reason": "needs the throughput section's silver.flights"}
+    scoring = importlib.import_module("ml.scoring")
+    artefact = importlib.import_module("ml.artefact")
+
+    ensure_model(env, settings)
+    model = artefact.load_artefact(artefact.model_dir(settings))
+    threshold = getattr(settings.ml, "score_threshold", 0) or model.threshold  # as add_ml_scores decides
+    frame = input_frame(settings, sizes.scoring_rows)
+    n = len(frame)
+    df = spark.createDataFrame(frame).cache()
+    df.count()
+    direct, udf = [], []
+    for i in range(sizes.runs):
+        t0 = time.perf_counter()
+        scores = model.score(frame)
+        flags = scores > threshold
+        direct.append(rate(n, time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        scoring.add_ml_scores(df, settings).write.format("noop").mode("overwrite").save()
+        udf.append(rate(n, time.perf_counter() - t0))
+        log.info("bench: [scoring %d/%d] %s rows: direct %s rows/s, pandas UDF %s rows/s (%d flagged)", i + 1,
+                 sizes.runs, f"{n:,}", f"{direct[-1]:,.0f}", f"{udf[-1]:,.0f}", int(flags.sum()))
+    df.unpersist()
+    return {
+        "status": "ok", "unit": "rows/s", "rows": n, "runs": sizes.runs, "model_version": model.version,
+        "arrow_batch_size": settings.ml.arrow_batch_size, "measured": __doc__.split("\n\n")[2].replace("\n", " "),
+        "metrics": {"direct_rows_per_s": figure(direct), "udf_rows_per_s": figure(udf),
+                    "udf_to_direct": ratio(udf, direct)},
+    }
