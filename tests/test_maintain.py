@@ -80,3 +80,12 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
 def test_maintain_names_an_unknown_table(lake, capsys):
     assert maintain.run(_args(table=["silver.flight"]), lake) == 2
     assert "unknown table silver.flight" in capsys.readouterr().err
+
+
+def test_a_fractional_retention_is_rounded_up_to_whole_hours(lake, monkeypatch, caplog):
+    # Delta's VACUUM rounds to whole hours: 0.4 h would silently keep no time travel at all.
+    asked = {}
+    monkeypatch.setattr(maintain, "maintain", lambda settings, names, hours, **kw: asked.update(hours=hours) or [])
+    assert maintain.run(_args(retention_hours=0.4), lake) == 0
+    assert asked["hours"] == 1
+    assert "rounded up to 1 h" in caplog.text

@@ -19,6 +19,7 @@ again. Exit status 0 when every table was maintained and read back, 1 otherwise.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 
@@ -45,6 +46,12 @@ def run(args, settings) -> int:
     if hours < 0:
         print("maintain: --retention-hours must be >= 0", file=sys.stderr)
         return 2
+    if hours != math.ceil(hours):
+        # Delta's VACUUM rounds the retention to whole hours (0.4 h would keep no time travel at
+        # all): round up, never keep less than asked.
+        log.warning("maintain: Delta keeps whole hours of time travel: retention %g h rounded up to %d h",
+                    hours, math.ceil(hours))
+        hours = math.ceil(hours)
     optimize = settings.maintain.optimize and not args.no_optimize
     vacuum = settings.maintain.vacuum and not args.no_vacuum
     results = maintain(settings, names, hours, optimize=optimize, vacuum=vacuum)
