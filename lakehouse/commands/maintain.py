@@ -10,8 +10,10 @@ properties differ from the configuration is brought in line first. Afterwards ea
 opened and counted with ``deltalake`` (delta-rs), which is what the dashboard uses: a table it
 cannot read makes the command fail, naming the table.
 
-Safe while the jobs stream: compaction commits do not change data (streams reading the table skip
-them) and conflict with no append. Should a commit race one of a job's own (``gold.live_flights``
+Safe while the jobs stream on a local or HDFS root: compaction commits do not change data (streams
+reading the table skip them) and conflict with no append. On S3 with the single-driver log store
+(``storage.root`` = ``s3a://...``) every writer of a table must be one driver: run it while the jobs
+are stopped, or configure Delta's DynamoDB log store (docs/scaling.md). Should a commit race one of a job's own (``gold.live_flights``
 is rewritten each batch), that table is reported and the others are still maintained; run it
 again. Exit status 0 when every table was maintained and read back, 1 otherwise.
 """
