@@ -94,6 +94,7 @@ class ValidationSettings:
     velocity_max_ms: float
     vertical_rate_min_ms: float
     vertical_rate_max_ms: float
+    time_position_max_ahead_s: int
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ _NON_NEGATIVE = {
     ("opensky", "token_refresh_margin_s"),
     ("producer", "linger_ms"),
     ("maintain", "retention_hours"),
+    ("validation", "time_position_max_ahead_s"),
     ("silver", "max_files_per_trigger"),
     ("gold", "max_files_per_trigger"),
 }

@@ -1,20 +1,23 @@
 """Silver on a real broker and real Delta: validation, quarantine reasons, deduplication and the
-accounting invariant bronze = flights + quarantine + duplicates dropped."""
+accounting invariant bronze = flights + quarantine + duplicates dropped; and the pure validation
+step on small DataFrames (no broker)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.catalog import table_path
 from lakehouse.jobs import bronze, silver
 from lakehouse.jobs.common import await_queries
 from lakehouse.status import accounting
+from lakehouse.transforms.silver import REASONS, parse_and_validate, to_flights, to_quarantine
 from tests.flight_records import T0, as_records, record, state, track
 from tests.helpers import delta_version, produce, run_cli
 
-pytestmark = pytest.mark.integration
+DAY = 86_400
 
 
 def run_once(spark, settings, *layers):
@@ -45,9 +48,13 @@ BAD = {
     json.dumps(state(velocity="fast")): "implausible_velocity",
     json.dumps(state(vertical_rate=-250.0)): "implausible_vertical_rate",
     json.dumps(state(on_ground="yes")): "invalid_field",
+    # A day after its snapshot: kept, it would move the dedup watermark a day ahead and the
+    # duplicate of good[3] below would go through unchecked.
+    json.dumps(state(time_position=T0 + DAY)): "implausible_time",
 }
 
 
+@pytest.mark.integration
 def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
     good = track("3c6444", T0, 6) + track("4ca1b2", T0, 6, lat=48.0) + [
         state("a0b1c2", T0, callsign="   "),
@@ -94,6 +101,7 @@ def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
     assert "silver.flights" in out and "accounting" in out and "duplicates dropped 3" in out and "holds" in out
 
 
+@pytest.mark.integration
 def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake):
     """Policy: dedup state covers silver.dedup_watermark (here 10 minutes) behind the newest
     event time; a duplicate older than that is not looked up, kept, and counted as unchecked."""
@@ -108,3 +116,47 @@ def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake):
     assert flights.where(f"icao24 = '4ca1b2' AND time_position = {T0 + 1200}").count() == 1  # dropped
     counts = accounting(lake)
     assert (counts["duplicates"], counts["unchecked_late_rows"], counts["holds"]) == (1, 1, True)
+
+
+def bronze_df(spark, values):
+    rows = [(v, "t", 0, i) for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, "value string, topic string, partition int, offset bigint")
+
+
+def test_reason_codes_keep_their_precedence():
+    # The first reason that applies is recorded: a new code goes last so no rejected record
+    # changes reason.
+    assert REASONS == (
+        "malformed_json", "not_an_object", "unsupported_schema", "invalid_icao24", "no_position",
+        "invalid_position", "implausible_altitude", "implausible_velocity", "implausible_vertical_rate",
+        "invalid_field", "implausible_time")
+
+
+def test_a_position_timed_after_its_snapshot_is_quarantined_as_implausible_time(spark, base_settings):
+    ahead = base_settings.validation.time_position_max_ahead_s
+    assert ahead == 60
+    cases = [  # (record, reason or None = kept in silver)
+        (state(t=T0), None),  # time_position 5 s before snapshot_time, as real data
+        (state(t=T0, snapshot_time=T0 + ahead), None),  # at the bound: kept
+        (state(t=T0, snapshot_time=T0 - ahead - 1), "implausible_time"),
+        (state(t=T0 + DAY, snapshot_time=T0), "implausible_time"),
+        (state(t=T0 * 1000, snapshot_time=T0), "implausible_time"),  # milliseconds for seconds
+        (state(t=T0 - DAY, snapshot_time=T0), None),  # old: only late, the watermarks handle it
+        (state(t=T0 + DAY, snapshot_time=T0, latitude=91.0), "invalid_position"),  # earlier reason wins
+        (state(t=T0 + DAY, snapshot_time=T0, on_ground="yes"), "invalid_field"),
+    ]
+    parsed = bronze_df(spark, [json.dumps(c) for c, _ in cases]).transform(
+        parse_and_validate(base_settings.validation)).persist()
+    try:
+        expected = spark.createDataFrame([(i, reason) for i, (_, reason) in enumerate(cases)],
+                                         "offset bigint, reason string")
+        assertDataFrameEqual(parsed.select("offset", "reason"), expected)
+        detail = parsed.where("offset = 3").first().detail
+        assert detail == f"time_position {T0 + DAY} is {DAY} s after snapshot_time {T0} (at most {ahead})"
+        # Accounting: every row lands in exactly one of the two tables.
+        kept = {r.offset for r in to_flights(parsed).collect()}
+        rejected = {r.offset for r in to_quarantine(parsed).collect()}
+        assert kept == {i for i, (_, reason) in enumerate(cases) if reason is None}
+        assert kept | rejected == set(range(len(cases))) and not kept & rejected
+    finally:
+        parsed.unpersist()

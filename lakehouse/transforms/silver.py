@@ -61,6 +61,9 @@ REASONS = (
     "implausible_velocity",
     "implausible_vertical_rate",
     "invalid_field",  # another field of the wrong JSON type (on_ground: "yes")
+    # time_position more than validation.time_position_max_ahead_s after snapshot_time. Checked
+    # last, so a record that any reason above rejects keeps that reason.
+    "implausible_time",
 )
 
 # A field of the wrong JSON type is reported under the reason of what it breaks.
@@ -100,6 +103,20 @@ def _outside(name: str, low: float, high: float) -> tuple[Column, Column]:
     value = F.col(f"r.{name}")
     condition = value.isNotNull() & ((value < low) | (value > high) | F.isnan(value))
     detail = F.format_string(f"{name} %s outside [{low:g}, {high:g}]", value.cast("string"))
+    return condition, detail
+
+
+def _too_far_ahead(max_ahead_s: int) -> tuple[Column, Column]:
+    """A position timed after the response that carries it (OpenSky's never are: see
+    ``validation.time_position_max_ahead_s``). The newest event time moves silver's dedup
+    watermark and gold's live window, so one such record would poison both. Compared as
+    doubles: a subtraction of two absurd longs must not overflow (ANSI mode would fail the
+    batch). No lower bound: an old position is only late, which the watermarks handle."""
+    position, snapshot = F.col("r.time_position"), F.col("r.snapshot_time")
+    ahead = position.cast("double") - snapshot.cast("double")
+    condition = position.isNotNull() & snapshot.isNotNull() & (ahead > max_ahead_s)
+    detail = F.format_string(f"time_position %d is %.0f s after snapshot_time %d (at most {max_ahead_s})",
+                             position, ahead, snapshot)
     return condition, detail
 
 
@@ -144,6 +161,7 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
         alt_c, alt_d = _outside("baro_altitude", bounds.baro_altitude_min_m, bounds.baro_altitude_max_m)
         vel_c, vel_d = _outside("velocity", bounds.velocity_min_ms, bounds.velocity_max_ms)
         vr_c, vr_d = _outside("vertical_rate", bounds.vertical_rate_min_ms, bounds.vertical_rate_max_ms)
+        time_c, time_d = _too_far_ahead(bounds.time_position_max_ahead_s)
         missing = [r("time_position").isNull(), r("latitude").isNull(), r("longitude").isNull()]
         verdict = _first(
             (corrupt & F.col("_variant").isNull(), "malformed_json",
@@ -172,6 +190,7 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
             *[c for c in _type_errors() if c[1] == "invalid_field"],
             # Set but unexplained by any field above (a duplicate key, say): still not trusted.
             (corrupt, "malformed_json", F.lit("record does not match the schema")),
+            (time_c, "implausible_time", time_d),
         )
         return (
             df.withColumn("_variant", variant)
