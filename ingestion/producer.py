@@ -59,16 +59,17 @@ class StateProducer:
     @staticmethod
     def _build(settings, topic: str):
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaConfigurationError, KafkaError
 
         from lakehouse.kafka_broker import ensure_topic
 
         cfg = settings.producer
+        max_block_ms = int(cfg.max_block_s * 1000)
+        delivery_ms = int(cfg.delivery_timeout_s * 1000)
         try:
-            # the broker does not auto-create topics: without this, every send would wait for
-            # metadata of a topic that never comes
-            ensure_topic(settings, topic, settings.kafka.partitions)
-            return KafkaProducer(
+            # Built first: its bootstrap is bounded by max_block_s, so an unreachable broker
+            # fails in seconds with the message below (the admin client alone waits 30 s).
+            producer = KafkaProducer(
                 bootstrap_servers=settings.kafka.bootstrap_servers.split(","),
                 client_id="opensky-lakehouse-producer",
                 enable_idempotence=True,
@@ -77,14 +78,30 @@ class StateProducer:
                 linger_ms=cfg.linger_ms,
                 batch_size=cfg.batch_size,
                 # bounded: a record not acknowledged within this time is reported as failed
-                delivery_timeout_ms=int(cfg.delivery_timeout_s * 1000),
-                max_block_ms=int(cfg.max_block_s * 1000),
+                delivery_timeout_ms=delivery_ms,
+                # kafka-python refuses delivery_timeout < linger + request_timeout (30 s by
+                # default); one request never needs longer than the whole delivery anyway.
+                request_timeout_ms=max(1, min(30000, delivery_ms - cfg.linger_ms)),
+                max_block_ms=max_block_ms,
+                bootstrap_timeout_ms=max_block_ms,
             )
+        except KafkaConfigurationError as exc:
+            raise ProducerError(f"Kafka producer settings (producer.*) refused: {exc}") from exc
         except KafkaError as exc:
             raise ProducerError(
-                f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
-                "is the broker running? (opensky-lakehouse kafka start)"
+                f"cannot reach Kafka at {settings.kafka.bootstrap_servers} within producer.max_block_s="
+                f"{cfg.max_block_s:g} s ({type(exc).__name__}); is the broker running? (opensky-lakehouse kafka start)"
             ) from exc
+        try:
+            # the broker does not auto-create topics: without this, every send would wait for
+            # metadata of a topic that never comes
+            ensure_topic(settings, topic, settings.kafka.partitions)
+        except KafkaError as exc:
+            producer.close(timeout=1)
+            raise ProducerError(
+                f"cannot create topic {topic} on Kafka at {settings.kafka.bootstrap_servers} ({type(exc).__name__})"
+            ) from exc
+        return producer
 
     # -- delivery callbacks run on the producer's I/O thread --------------------------------
     def _ok(self, _metadata) -> None:
@@ -133,14 +150,26 @@ class StateProducer:
         return self.send_records(response_to_records(response, self.source, produced_at_ms))
 
     def flush(self, timeout: float | None = None) -> Delivery:
-        """Wait for outstanding deliveries; counts since the previous flush."""
-        from kafka.errors import KafkaTimeoutError
+        """Wait for outstanding deliveries (at most ``timeout``); counts since the previous flush."""
+        from kafka.errors import KafkaError, KafkaTimeoutError
 
         timeout = self.settings.producer.flush_timeout_s if timeout is None else timeout
-        try:
-            self._producer.flush(timeout=timeout)
-        except KafkaTimeoutError:
-            log.error("kafka: deliveries still pending after %.0f s flush timeout", timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except KafkaTimeoutError:
+                log.error("kafka: deliveries still pending after %.0f s flush timeout", timeout)
+                break
+            except KafkaError as exc:
+                # kafka-python's flush raises while it aborts the batches of a fatal error (the
+                # broker refused a batch for good, e.g. MESSAGE_TOO_LARGE); those records still
+                # reach _fail, so wait for them until the deadline.
+                if time.monotonic() >= deadline:
+                    log.error("kafka: flush gave up after %.0f s: %s", timeout, exc)
+                    break
+                time.sleep(0.1)
         with self._lock:
             q0, d0, f0 = self._marks
             delivery = Delivery(sent=self.delivered - d0, failed=self.failed - f0,
@@ -152,6 +181,11 @@ class StateProducer:
 
     def close(self, timeout: float | None = None) -> Delivery:
         """Flush, then close the producer; the final counts since the previous flush."""
+        from kafka.errors import KafkaError
+
         delivery = self.flush(timeout)
-        self._producer.close(timeout=5)
+        try:
+            self._producer.close(timeout=5)
+        except KafkaError as exc:
+            log.error("kafka: producer did not close cleanly: %s", exc)
         return delivery

@@ -257,3 +257,49 @@ def test_samples_fetch_reproduces_the_fixture(lake, tmp_path):
     out = tmp_path / "excerpt.jsonl.gz"
     run_cli(lake, "samples", "fetch", "quickstart", "--skip-minutes", "120", "--minutes", "30", "--out", str(out))
     assert list(read_replay(out)) == list(read_replay(FIXTURE))
+
+
+def test_deliveries_the_broker_refuses_are_counted_reported_and_exit_1(lake):
+    """Every batch refused for good (records larger than the topic allows): no crash, no hang,
+    each record counted as failed, the reason reported, exit status 1, nothing in Kafka."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    settings = lake.replace(kafka={"topic": lake.kafka.topic + ".tiny"},
+                            producer={"max_block_s": 2.0, "delivery_timeout_s": 5.0})
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        admin.create_topics([NewTopic(settings.kafka.topic, num_partitions=settings.kafka.partitions,
+                                      replication_factor=1, topic_configs={"max.message.bytes": "64"})])
+    finally:
+        admin.close()
+    started = time.monotonic()
+    result = run_cli(settings, "produce", "--source", "replay", "--path", str(FIXTURE), "--speedup", "max",
+                     "--max-records", "200", check=False, timeout=60)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in result.stderr
+    assert "200 states, 0 sent, 200 failed, 0 pending" in result.stderr
+    assert "200 record(s) failed delivery (last error: MessageSizeTooLargeError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("produce: 200 record(s) were not delivered")
+    assert consume(settings) == []
+
+
+def test_unreachable_broker_stops_produce_within_max_block_with_one_clear_line(base_settings):
+    """Nothing listens at the bootstrap address: exit 1 after ``producer.max_block_s``, not the
+    client's own 30 s, with one line naming the address and the cure; no traceback."""
+    from tests.helpers import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    settings = base_settings.replace(kafka={"bootstrap_servers": address},
+                                     producer={"max_block_s": 1.0, "delivery_timeout_s": 5.0})
+    started = time.monotonic()
+    result = run_cli(settings, "produce", "--source", "replay", "--path", str(FIXTURE), "--speedup", "max",
+                     check=False, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"produce: cannot reach Kafka at {address} within producer.max_block_s=1 s" in last
+    assert "(KafkaTimeoutError)" in last and "opensky-lakehouse kafka start" in last
