@@ -60,6 +60,7 @@ class FakeOpenSky:
         self.served: list[dict] = []
         self.requests: list[str] = []  # one entry per states call: "ok", or the fault applied
         self.token_requests = 0
+        self.token_left_s: list[float] = []  # per authorised states call: the token's lifetime left
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
@@ -131,9 +132,11 @@ class FakeOpenSky:
                 token = authorization.removeprefix("Bearer ").strip()
                 if fault == "expired_token":
                     self._tokens.pop(token, None)
-                if self._tokens.get(token, 0) < time.monotonic():
+                left = self._tokens.get(token, 0) - time.monotonic()
+                if left < 0:
                     self.requests.append("expired_token" if fault == "expired_token" else "unauthorized")
                     return 401, {}, b'{"error":"invalid_token"}', 0.0
+                self.token_left_s.append(left)
                 if fault == "expired_token":
                     fault = None
             if fault == "expired_token":  # anonymous client: nothing to expire

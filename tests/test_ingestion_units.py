@@ -1,16 +1,22 @@
-"""Ingestion without Kafka: record mapping, replay files, ICAO countries, credits, simulator, samples."""
+"""Ingestion without Kafka: record mapping, replay files, ICAO countries, credits, simulator, samples;
+the OpenSky client against the fake server over real HTTP (token renewal, 429 resume time)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from ingestion.cli import shift_response
+from ingestion.fake_opensky import FakeOpenSky
 from ingestion.icao import country_of
-from ingestion.opensky import credit_cost, plan_interval
+from ingestion.opensky import OpenSkyClient, TokenManager, credit_cost, plan_interval
+from ingestion.poller import Poller
 from ingestion.replay import ReplayStats, ReplayWriter, count_states, read_replay
 from ingestion.simulator import ANOMALY_KINDS, Simulator, write_labels
 from ingestion.states import RECORD_FIELDS, STATE_FIELDS, MalformedResponse, response_to_records
@@ -196,3 +202,55 @@ def test_samples_conversion_to_si_units_and_snapshots():
     by_time = {r["time"]: {row[0] for row in r["states"] or ()} for r in responses}
     assert "3c6444" in by_time[1_000_000_070] and "3c6444" not in by_time[1_000_000_080]  # > 60 s old
     assert by_time[1_000_000_200] == {"3c6444"}
+
+
+def test_token_is_renewed_before_it_expires_so_no_call_gets_a_401():
+    """Calls spanning more than the token's lifetime: the client renews the token ahead of expiry
+    (``margin_s`` before), so the server never sees an expired one; between renewals it is cached."""
+    import requests
+
+    responses = list(read_replay(FIXTURE))[:8]
+    with FakeOpenSky(responses, client_id="id-1", client_secret="secret-1", token_ttl_s=2) as fake:
+        session = requests.Session()
+        tokens = TokenManager(fake.token_url, "id-1", "secret-1", session, timeout_s=5, margin_s=1.0)
+        client = OpenSkyClient(fake.api_url, tokens=tokens, session=session, timeout_s=5)
+        started = time.monotonic()
+        got = []
+        for _ in range(7):
+            got.append(client.states().response["time"])
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        history, token_requests, left = list(fake.requests), fake.token_requests, list(fake.token_left_s)
+    assert elapsed > 1.5 * fake.token_ttl_s  # the first token would have expired on the way
+    assert history == ["ok"] * 7  # no 401 (an "unauthorized" entry) ever answered
+    assert got == [r["time"] for r in responses[:7]]
+    assert 2 <= token_requests < 7 and tokens.fetches == token_requests
+    # renewed a margin ahead: a token is never presented in its last second (refreshing only at
+    # expiry would present one with about 0.5 s left)
+    assert len(left) == 7 and min(left) > 0.75, left
+
+
+def test_429_resume_time_is_logged_in_the_local_time_zone(base_settings, caplog):
+    """TZ five and a half hours east of UTC (Asia/Kolkata's offset, as a POSIX rule so no tz
+    database is needed): a 429 at 22:13:20 UTC with Retry-After 120 s resumes at 03:45:20 IST."""
+    now = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = "IST-5:30"
+    time.tzset()
+    try:
+        with FakeOpenSky(list(read_replay(FIXTURE))[:1], retry_after_s=120) as fake:
+            fake.inject("rate_limit")
+            sleeps = []
+            poller = Poller(OpenSkyClient(fake.api_url, timeout_s=5), lambda r: (0, 0), base_settings.opensky,
+                            clock=lambda: now + sum(sleeps), sleep=lambda s: sleeps.append(s) or False)
+            with caplog.at_level(logging.WARNING, logger="ingestion.poller"):
+                stats = poller.run(max_polls=1)
+    finally:
+        if saved is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+    assert stats.rate_limited == 1 and stats.polls_ok == 1 and sleeps[0] == 120
+    [line] = [r.getMessage() for r in caplog.records if "polling resumes at" in r.getMessage()]
+    assert "polling resumes at 03:45:20 IST (local time)" in line, line
