@@ -50,22 +50,51 @@ def configure(parser) -> None:
     sub.add_parser("list", help="list the sample names in the traffic wheel")
 
 
-def fetch_wheel(cache_dir: str | Path) -> Path:
-    """The cached traffic wheel, downloaded with ``pip download --no-deps`` when missing."""
+# pip's own words (urllib3 errors, OS errors) when the package index cannot be reached at all.
+_NETWORK_MARKERS = ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ProxyError", "SSLError", "Max retries exceeded", "Network is unreachable",
+                    "Temporary failure in name resolution", "Connection refused", "Read timed out")
+NETWORK_FAILURE = "network error reaching the package index"
+
+
+class DownloadError(RuntimeError):
+    """``pip download`` failed; ``network`` when the package index could not be reached."""
+
+    def __init__(self, message: str, network: bool):
+        super().__init__(message)
+        self.network = network
+
+
+def fetch_wheel(cache_dir: str | Path, timeout_s: float = 600) -> Path:
+    """The cached traffic wheel (28 MB), downloaded with ``pip download --no-deps`` when missing.
+
+    Raises :class:`DownloadError`; its message says ``network error reaching the package index``
+    when pip could not connect (no network, DNS, proxy, TLS, timeout), so callers can tell an
+    offline machine from a real failure.
+    """
     cache = Path(cache_dir).expanduser()
     wheel = cache / WHEEL_NAME
     if wheel.is_file() and zipfile.is_zipfile(wheel):
         return wheel
     cache.mkdir(parents=True, exist_ok=True)
-    log.info("downloading traffic==%s (wheel only, --no-deps) into %s", TRAFFIC_VERSION, cache)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-         "--dest", str(cache), f"traffic=={TRAFFIC_VERSION}"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+    log.info("downloading traffic==%s (wheel only, --no-deps, about 28 MB) into %s", TRAFFIC_VERSION, cache)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+             "--dest", str(cache), f"traffic=={TRAFFIC_VERSION}"],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DownloadError(f"pip download traffic=={TRAFFIC_VERSION}: {NETWORK_FAILURE} "
+                            f"(no answer within {timeout_s:g} s)", network=True) from None
     if result.returncode != 0 or not wheel.is_file():
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"pip download traffic=={TRAFFIC_VERSION} failed: {' | '.join(tail)}")
+        output = f"{result.stdout}\n{result.stderr}"
+        tail = " | ".join(output.strip().splitlines()[-3:])
+        marker = next((m for m in _NETWORK_MARKERS if m in output), None)
+        if marker:
+            raise DownloadError(f"pip download traffic=={TRAFFIC_VERSION}: {NETWORK_FAILURE} ({marker}): {tail}",
+                                network=True)
+        raise DownloadError(f"pip download traffic=={TRAFFIC_VERSION} failed: {tail}", network=False)
     return wheel
 
 
@@ -189,7 +218,7 @@ def write_replay(responses: list[dict], out: Path) -> int:
 def run(args, settings) -> int:
     try:
         wheel = fetch_wheel(settings.spark.cache_dir)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except DownloadError as exc:
         print(f"samples: {exc}", file=sys.stderr)
         return 1
     if args.samples_command == "list":

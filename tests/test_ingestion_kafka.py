@@ -249,13 +249,18 @@ def test_loop_replays_forever_shifting_times_forward(lake):
     assert "pass 2 done" in result.stderr
 
 
-def test_samples_fetch_reproduces_the_fixture(lake, tmp_path):
-    from ingestion.samples import WHEEL_NAME
+def test_samples_fetch_reproduces_the_fixture(base_settings, tmp_path):
+    """The command's own path: ``pip download --no-deps traffic==2.13`` (28 MB from PyPI) when the
+    wheel is not cached yet, then the conversion; skipped only when PyPI cannot be reached."""
+    from ingestion.samples import NETWORK_FAILURE
 
-    if not (Path(lake.spark.cache_dir).expanduser() / WHEEL_NAME).is_file():
-        pytest.skip("traffic wheel not cached (needs PyPI once: opensky-lakehouse samples fetch quickstart)")
     out = tmp_path / "excerpt.jsonl.gz"
-    run_cli(lake, "samples", "fetch", "quickstart", "--skip-minutes", "120", "--minutes", "30", "--out", str(out))
+    result = run_cli(base_settings, "samples", "fetch", "quickstart", "--skip-minutes", "120", "--minutes", "30",
+                     "--out", str(out), check=False, timeout=900)
+    if result.returncode != 0 and NETWORK_FAILURE in result.stderr:
+        pytest.skip("PyPI unreachable, the traffic wheel could not be downloaded: "
+                    + result.stderr.strip().splitlines()[-1][:300])
+    assert result.returncode == 0, result.stderr[-3000:]
     assert list(read_replay(out)) == list(read_replay(FIXTURE))
 
 
