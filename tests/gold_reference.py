@@ -26,7 +26,7 @@ def rules(df: pd.DataFrame, cfg) -> pd.Series:
     dist = 2 * 6_371_000.0 * np.arcsin(np.minimum(1.0, np.sqrt(a)))
     dt = df["time_position"] - prev["time_position"]
     implied = (dist / dt).where(dt > 0)
-    reported = np.maximum(df["velocity"].fillna(0), prev["velocity"].fillna(0))
+    reported = np.fmax(df["velocity"], prev["velocity"])  # NaN when neither is known: no jump
     fired = {
         "emergency_squawk": df["squawk"].isin(cfg.squawk_codes),
         "rapid_descent": airborne & (df["vertical_rate"] < cfg.rapid_descent_ms),
