@@ -308,3 +308,28 @@ def test_unreachable_broker_stops_produce_within_max_block_with_one_clear_line(b
     last = result.stderr.strip().splitlines()[-1]
     assert f"produce: cannot reach Kafka at {address} within producer.max_block_s=1 s" in last
     assert "(KafkaTimeoutError)" in last and "opensky-lakehouse kafka start" in last
+
+
+def test_records_survive_kafka_stop_and_start_on_the_same_data_dir(base_settings, tmp_path):
+    """A broker of its own (free ports, data in tmp_path): what ``produce`` delivered is still
+    there, at the same end offsets, after ``kafka stop`` and ``kafka start``."""
+    from tests.helpers import free_port
+
+    settings = base_settings.replace(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
+                                            "data_dir": str(tmp_path / "kafka"), "topic": "restart.check"})
+    try:
+        run_cli(settings, "kafka", "start", timeout=300)
+        run_cli(settings, "produce", "--source", "replay", "--path", str(FIXTURE), "--speedup", "max",
+                "--max-records", "500")
+        before = json.loads(run_cli(settings, "kafka", "status", "--json").stdout)
+        assert before["records"] == 500
+        assert run_cli(settings, "kafka", "stop").stdout.strip() == "kafka: stopped"
+        assert run_cli(settings, "kafka", "status", check=False).returncode == 3  # really down
+        run_cli(settings, "kafka", "start", timeout=300)
+        after = json.loads(run_cli(settings, "kafka", "status", "--json").stdout)
+        assert after["end_offsets"] == before["end_offsets"]
+        records = consume(settings)
+    finally:
+        run_cli(settings, "kafka", "stop", check=False, timeout=120)
+    first_500 = [(row[0], r["time"]) for r in read_replay(FIXTURE) for row in (r["states"] or ())][:500]
+    assert Counter((v["icao24"], v["snapshot_time"]) for _, v in records) == Counter(first_500)
