@@ -67,8 +67,28 @@ def test_spark_submit_with_spark_conf_in_a_shell_fills_bronze(spark, lake):
     assertDataFrameEqual(got, want)
 
 
-def test_spark_conf_prints_bare_words_that_survive_word_splitting(kafka_settings):
-    printed = run_cli(kafka_settings, "spark-conf").stdout
+@pytest.mark.integration
+def test_spark_submit_outside_the_venv_runs_the_driver_in_the_project_interpreter(base_settings, tmp_path):
+    """Venv not on PATH (``python3`` there lacks pyspark and the project), SPARK_HOME set: the
+    driver still runs in this interpreter, where ``lakehouse`` imports, thanks to spark-conf."""
+    import pyspark
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys\nimport lakehouse\nprint('PROBE', sys.executable, lakehouse.__file__)\n")
+    env = _activated_shell_env(base_settings)
+    venv_bin = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    env.pop("VIRTUAL_ENV")
+    env["SPARK_HOME"] = os.path.dirname(pyspark.__file__)
+    done = subprocess.run(["bash", "-c", '"$1" $("$2" -m lakehouse spark-conf) "$3"', "bash", SPARK_SUBMIT,
+                           sys.executable, str(probe)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"PROBE {sys.executable} {REPO / 'lakehouse' / '__init__.py'}" in done.stdout
+
+
+def test_spark_conf_prints_bare_words_that_survive_word_splitting(base_settings):
+    printed = run_cli(base_settings, "spark-conf").stdout
     words = subprocess.run(["bash", "-c", 'printf "%s\\n" $(cat)'], input=printed,
                            capture_output=True, text=True, check=True).stdout.splitlines()
     assert words[:2] == ["--master", "local[2]"]  # no quote characters left in the word
@@ -77,8 +97,8 @@ def test_spark_conf_prints_bare_words_that_survive_word_splitting(kafka_settings
     assert all(w == "--conf" for w in words[2::2])
 
 
-def test_spark_conf_refuses_a_value_with_spaces_and_writes_a_properties_file(kafka_settings, tmp_path):
-    settings = kafka_settings.replace(storage={"root": str(tmp_path / "my lake")})
+def test_spark_conf_refuses_a_value_with_spaces_and_writes_a_properties_file(base_settings, tmp_path):
+    settings = base_settings.replace(storage={"root": str(tmp_path / "my lake")})
     refused = run_cli(settings, "spark-conf", check=False)
     assert refused.returncode == 2
     assert refused.stdout == ""
@@ -89,6 +109,19 @@ def test_spark_conf_refuses_a_value_with_spaces_and_writes_a_properties_file(kaf
     assert written.stdout.split() == ["--properties-file", str(props)]
     assert f"spark.sql.warehouse.dir={tmp_path}/my lake/_catalog\n" in props.read_text()
     assert "spark.master=local[2]\n" in props.read_text()
+
+
+def test_spark_conf_warns_when_the_shell_would_expand_a_word(base_settings, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from lakehouse.commands import spark_conf
+
+    (tmp_path / "local2").touch()  # what an unquoted local[2] matches
+    monkeypatch.chdir(tmp_path)
+    assert spark_conf.run(argparse.Namespace(lines=False, properties_file=None), base_settings) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("--master local[2] ")
+    assert "will expand 'local[2]' to ['local2']" in err
 
 
 def test_properties_text_escapes_what_java_properties_would_change():

@@ -20,12 +20,15 @@ characters), it only splits the output on whitespace and expands glob patterns. 
 * ``local[*]`` is a glob pattern; it matches only a file literally named ``local*``. Any word
   that would match a file in the current directory is reported on stderr.
 
-spark-submit starts the driver with ``PYSPARK_DRIVER_PYTHON``, ``PYSPARK_PYTHON`` or
-``python3`` from ``PATH``; outside an activated virtualenv that interpreter has neither pyspark
-nor this project. The options therefore name this interpreter
-(``spark.pyspark.driver.python``), where the project is installed, so ``lakehouse.*`` imports
-resolve from any directory (``lakehouse/jobs/bronze.py`` alone puts only ``lakehouse/jobs`` on
-``sys.path``). Executors keep the cluster's own Python (``PYSPARK_PYTHON``).
+Finding Python and the project. The ``spark-submit`` of a pip-installed pyspark locates Spark
+with ``python3`` from ``PATH`` (its ``find-spark-home``) unless ``SPARK_HOME`` is set, and starts
+the driver with ``PYSPARK_DRIVER_PYTHON``, ``PYSPARK_PYTHON`` or ``python3``. A script path puts
+only its own directory (``lakehouse/jobs``) on ``sys.path``, so ``lakehouse.*`` imports come
+from the interpreter's installed packages (the editable install of ``make setup``). Hence: run
+it with the venv activated, as the README does, or with ``SPARK_HOME`` set; and the options name
+this interpreter as ``spark.pyspark.driver.python``, so the driver is the one that has the
+project even when ``python3`` or ``PYSPARK_PYTHON`` is another. Executors keep the cluster's own
+Python (``PYSPARK_PYTHON``, ``spark.pyspark.python``).
 """
 
 from __future__ import annotations
