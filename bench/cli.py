@@ -146,7 +146,7 @@ def sizes_from(args) -> Sizes:
 def run(args, settings) -> int:
     import json
 
-    from bench import freshness, reads, report, scoring, throughput
+    from bench import report
     from bench.env import BenchEnv
 
     if args.render:
@@ -179,11 +179,42 @@ def run(args, settings) -> int:
     }
     sections = results["sections"]
     log.info("bench: %s suite, sections %s", "quick" if args.quick else "full", ", ".join(wanted))
-    spark = last = None
-    failed = False
+    interrupted = False
     with BenchEnv(settings, work, keep=args.keep) as env:
         steps = [name for name in ("reads", "throughput", "scoring", "freshness") if name in wanted
                  or (name == "freshness" and "memory" in wanted) or (name == "throughput" and "scoring" in wanted)]
+        try:
+            _run_steps(steps, sections, env, sizes)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the sections that finished are still written (below).
+            interrupted = True
+            log.warning("bench: interrupted; writing the sections that finished")
+    failed = any(s.get("status") == "error" for s in sections.values())
+    for name in wanted:
+        if name not in sections:
+            sections[name] = ({"status": "interrupted", "reason": "the run was stopped before this section ended"}
+                              if interrupted else {"status": "skipped", "reason": "not selected"})
+    for name in SECTIONS:
+        sections.setdefault(name, {"status": "skipped", "reason": "not selected"})
+    results["machine"]["load_end"] = list(os.getloadavg())
+    results["duration_s"] = time.time() - started
+    json_path, md_path = report.write_results(results, out_dir)
+    log.info("bench: results in %s and %s (%.0f min)", json_path, md_path, results["duration_s"] / 60)
+    if not args.quick and not args.no_readme and not interrupted:
+        if report.update_readme(REPO / "README.md", results, os.path.relpath(json_path, REPO)):
+            log.info("bench: README Performance section updated")
+    print(md_path.read_text())
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def _run_steps(steps, sections, env, sizes) -> None:
+    """Run the sections in order into ``sections``; a failing one is recorded, the rest go on."""
+    from bench import freshness, reads, scoring, throughput
+
+    spark = last = None
+    try:
         for i, name in enumerate(steps, 1):
             log.info("bench: === %d/%d %s ===", i, len(steps), name)
             t0 = time.time()
@@ -213,23 +244,9 @@ def run(args, settings) -> int:
                 sections[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:2000]}
                 if name == "freshness":
                     sections["memory"] = {"status": "error", "error": "the freshness stack failed (see freshness)"}
-                failed = True
             log.info("bench: %s done in %.0f s", name, time.time() - t0)
             if name == "scoring" or (name == "throughput" and "scoring" not in steps):
                 stop_spark(spark)  # the freshness stacks get the machine to themselves
                 spark = None
+    finally:
         stop_spark(spark)
-    for name in wanted:
-        if name not in sections:
-            sections[name] = {"status": "skipped", "reason": "not selected"}
-    for name in SECTIONS:
-        sections.setdefault(name, {"status": "skipped", "reason": "not selected"})
-    results["machine"]["load_end"] = list(os.getloadavg())
-    results["duration_s"] = time.time() - started
-    json_path, md_path = report.write_results(results, out_dir)
-    log.info("bench: results in %s and %s (%.0f min)", json_path, md_path, results["duration_s"] / 60)
-    if not args.quick and not args.no_readme:
-        if report.update_readme(REPO / "README.md", results, os.path.relpath(json_path, REPO)):
-            log.info("bench: README Performance section updated")
-    print(md_path.read_text())
-    return 1 if failed or any(s.get("status") == "error" for s in sections.values()) else 0

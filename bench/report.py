@@ -34,7 +34,7 @@ def _fig(f: dict | None, digits: int = 0, unit: str = "") -> str:
 def _status(section: dict | None) -> str | None:
     if not section:
         return "not run"
-    if section.get("status") in ("pending", "skipped"):
+    if section.get("status") in ("pending", "skipped", "interrupted"):
         return f"{section['status']}: {section.get('reason', '')}"
     return None
 
