@@ -158,6 +158,10 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        # Delta rebuilds a table's state (its list of files) in 50 tasks unless told: 50 tiny
+        # tasks per table per batch, each a round trip to an executor on a cluster. The files
+        # of a table are as many tasks' worth as the shuffle of a batch, so use that number.
+        "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         # Database directories of the table names live under the lakehouse root, not the cwd.
         "spark.sql.warehouse.dir": join_path(settings.storage.root, "_catalog"),

@@ -2,9 +2,11 @@
 
 The cluster (one master, one worker with 1 core and 1g, from pyspark's jars) and the S3 server
 (moto) are real processes on 127.0.0.1, started once for this module and always stopped. The
-layer jobs run there as the user runs them, ``python -m lakehouse run <layer> --once`` with
-``spark.master=spark://...`` and an ``s3a://`` root; their tables must equal a local run of
-the same records, and delta-rs (status, dashboard) must read them from S3.
+layer jobs run there as the user runs them, ``python -m lakehouse run bronze --once`` and then
+``run all --once`` (bronze, silver, gold one after the other) with ``spark.master=spark://...``
+and an ``s3a://`` root; every public table must hold exactly the rows of a local run of the same
+records, and delta-rs (status, the dashboard's reader) must read them from S3. The test prints
+each layer's rows/s on the cluster against local mode (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -159,13 +162,27 @@ def _app_on_master(cluster, name: str) -> dict:
     return next((a for a in reversed(apps) if a.get("name") == name), {})
 
 
-def _rate(stderr: str, layer: str) -> tuple[int, float]:
-    """Rows and rows/s of the progress lines of one ``--once`` run."""
-    rows, rates = 0, []
-    for m in re.finditer(rf"{layer} batch \d+: (\d+) rows, ([\d,]+) rows/s", stderr):
-        rows += int(m.group(1))
-        rates.append(float(m.group(2).replace(",", "")))
-    return rows, max(rates) if rates else 0.0
+def _cluster_rate(stderr: str, layer: str) -> tuple[int, float]:
+    """Rows and batch seconds of one layer in a ``run ... --once`` log (its progress lines)."""
+    rows, seconds = 0, 0.0
+    for m in re.finditer(rf"{layer} batch \d+: (\d+) rows, [\d,]+ rows/s, ([\d.]+) s", stderr):
+        rows, seconds = rows + int(m.group(1)), seconds + float(m.group(2))
+    return rows, seconds
+
+
+def _local_rate(queries) -> tuple[int, float]:
+    """Rows and batch seconds of in-process queries, from the same progress Spark logs."""
+    batches = [p for q in queries for p in q.recentProgress if p.numInputRows]
+    return sum(p.numInputRows for p in batches), sum(p.batchDuration for p in batches) / 1000
+
+
+def _run_local(spark, settings, layer: str) -> tuple[int, float]:
+    from lakehouse.commands.run import job_module
+    from lakehouse.jobs.common import await_queries
+
+    queries = job_module(layer).start(spark, settings, once=True)
+    await_queries(queries)
+    return _local_rate(queries)
 
 
 FIXTURE = REPO / "tests" / "fixtures" / "quickstart_excerpt.jsonl.gz"
@@ -181,6 +198,20 @@ def _replay_records() -> list[tuple[str, str]]:
         for record in response_to_records(response, "replay", 1_700_000_000_000 + i):
             pairs.append((record["icao24"], json.dumps(record)))
     return pairs
+
+
+def _with_rejects(records: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The capture holds no record silver rejects: add one per kind of reason, made from a
+    real record, in the middle of the stream."""
+    key, value = records[100]
+    real = json.loads(value)
+    bad = [(key, value[: len(value) // 2]),  # malformed_json
+           (key, json.dumps({**real, "icao24": "zz12!x"})),
+           (key, json.dumps({**real, "time_position": None})),
+           (key, json.dumps({**real, "latitude": 91.5})),
+           (key, json.dumps({**real, "baro_altitude": 31000.0})),
+           (key, json.dumps({**real, "velocity": 1500.0}))]
+    return records[:101] + bad + records[101:]
 
 
 @pytest.mark.integration
@@ -207,20 +238,88 @@ def test_executors_run_the_shipped_code_with_this_python(lake, cluster, s3):
     assert _app_on_master(cluster, "opensky-lakehouse probe").get("cores") == 1
 
 
-@pytest.mark.integration
-def test_bronze_on_cluster_and_s3_equals_the_local_run(spark, lake, cluster, s3, capsys):
-    from lakehouse.jobs import bronze
-    from lakehouse.jobs.common import await_queries
+# Columns stamped with the wall clock of the run that wrote them; everything else must match.
+PROCESSING_TIME = {
+    "bronze.opensky_states": ("ingested_at", "ingest_date"),
+    "silver.flights": ("processed_at",),
+    "silver.quarantine": ("quarantined_at",),
+    "gold.live_flights": ("updated_at",),
+    "gold.anomalies": ("detected_at",),
+    "gold.window_stats": (),
+    "gold.country_counts": (),
+}
 
-    records = _replay_records()
+
+def _rows(settings, name: str):
+    """Every row of a table but its processing-time columns, arrays as tuples, in a total order:
+    two such frames are equal exactly when the tables hold the same multiset of rows."""
+    from lakehouse.catalog import table
+
+    columns = [c for c in table(name).columns if c not in PROCESSING_TIME[name]]
+    frame = _read_all(settings, name, columns)
+    for c in columns:
+        if frame[c].dtype == object:
+            frame[c] = frame[c].map(lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+    return frame.sort_values(columns, na_position="first").reset_index(drop=True)
+
+
+def _read_all(settings, name: str, columns: list[str]):
+    from deltalake import DeltaTable
+
+    from lakehouse.catalog import table_path
+
+    dt = DeltaTable(delta_uri(table_path(settings, name)), storage_options=storage_options(settings))
+    return dt.to_pandas(columns=columns)
+
+
+def _gold_view(reader):
+    """What the dashboard shows at the newest moment: live flights, every window, the newest
+    country counts and the anomalies, each in a stable order."""
+    exists = reader.refresh()
+    assert all(exists.values()), exists
+    moment = reader.moment()
+    everything = 10 ** 7  # minutes: the whole replay
+    views = {
+        "live": (reader.live(moment.version), ["icao24"]),
+        "windows": (reader.windows(moment, everything), ["window_start"]),
+        "countries": (reader.countries(moment), ["origin_country"]),
+        "anomalies": (reader.anomalies(moment, everything), ["icao24", "event_time"]),
+    }
+    out = {}
+    for name, (frame, keys) in views.items():
+        frame = frame.copy()
+        if "rules" in frame:
+            frame["rules"] = frame["rules"].map(lambda v: None if v is None else tuple(v))
+        out[name] = frame.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+@pytest.mark.integration
+def test_layers_on_cluster_and_s3_equal_the_local_run(spark, lake, cluster, s3, tmp_path, capsys):
+    """Bronze, silver and gold ``--once`` on the cluster against S3 hold exactly the rows of the
+    same jobs run locally on the same records (processing-time stamps aside), gold scored by the
+    same model on the executors; the dashboard's reader sees the same gold from S3."""
+    import pandas as pd
+
+    from dashboard import data
+    from ml.cli_train import train
+
+    records = _with_rejects(_replay_records())
     n = len(records)
+    # One model directory for both runs: artefacts are local files the driver broadcasts.
+    lake = lake.replace(ml={"model_dir": str(tmp_path / "models")})
+    remote = _on_cluster(lake, cluster, s3, "lake")
+    local_rate, cluster_rate = {}, {}
+
     produce(lake, records[:n - 500])
-    # The reference: the same records through the same job on the local session.
-    await_queries(bronze.start(spark, lake, once=True))
+    # The reference: the same records through the same jobs on the local session.
+    local_rate["bronze"] = _run_local(spark, lake, "bronze")
     local = _read(lake, "bronze.opensky_states", BRONZE_KEY_COLUMNS)
 
-    remote = _on_cluster(lake, cluster, s3, "lake")
+    started = time.monotonic()
     result = run_cli(remote, "run", "bronze", "--once", **_cluster_env(s3))
+    wall = {"bronze": time.monotonic() - started}
+    cluster_rate["bronze"] = _cluster_rate(result.stderr, "bronze")
     app = _app_on_master(cluster, "opensky-lakehouse bronze")
     assert app.get("state") == "FINISHED" and app.get("cores") == 1, app  # it ran on the cluster
 
@@ -239,14 +338,52 @@ def test_bronze_on_cluster_and_s3_equals_the_local_run(spark, lake, cluster, s3,
     assert bronze_status["rows"] == n - 500
     assert status["bronze_kafka"]["lag"] == 0  # from the checkpoint on S3
 
-    # Restart from the S3 checkpoint: only the new records, each once.
+    # The rest of the replay, then every layer locally; a model trained on the local silver.
     produce(lake, records[n - 500:])
-    again = run_cli(remote, "run", "bronze", "--once", **_cluster_env(s3))
+    _run_local(spark, lake, "bronze")
+    local_rate["silver"] = _run_local(spark, lake, "silver")
+    version, _ = train(lake)
+    local_rate["gold"] = _run_local(spark, lake, "gold")
+
+    # On the cluster: bronze restarts from its S3 checkpoint, then silver, then gold, in one
+    # application (`run all --once` runs the three jobs one after the other).
+    started = time.monotonic()
+    again = run_cli(remote, "run", "all", "--once", **_cluster_env(s3), timeout=600)
+    wall["all"] = time.monotonic() - started
+    app = _app_on_master(cluster, "opensky-lakehouse bronze+silver+gold")
+    assert app.get("state") == "FINISHED" and app.get("cores") == 1, app
+    for layer in ("silver", "gold"):
+        cluster_rate[layer] = _cluster_rate(again.stderr, layer)
+    assert f"scoring with model {version}" in again.stderr  # the pandas UDF ran on the executors
+    # Restart from the S3 checkpoint: only the new records, each once.
     table = _read(reader, "bronze.opensky_states", ["partition", "offset"])
     assert len(table) == n and not table.duplicated().any()
 
+    for name in PROCESSING_TIME:
+        expected, got = _rows(lake, name), _rows(reader, name)
+        assert len(expected) > 0, name
+        pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=name)
+    assert set(_rows(reader, "gold.live_flights")["model_version"]) == {version}
+
+    # The dashboard's data layer, configured as the app is (settings from the environment).
+    app_settings = load_settings(profile="test", env={**remote.to_env(), **s3.credentials}, dotenv=None)
+    on_s3_reader = data.get_reader(app_settings)
+    assert on_s3_reader.sources[data.LIVE].uri.startswith("s3://")
+    shown, expected_view = _gold_view(on_s3_reader), _gold_view(data.GoldReader(lake))
+    for name, frame in expected_view.items():
+        pd.testing.assert_frame_equal(shown[name], frame, check_exact=True, obj=name)
+    assert len(shown["live"]) > 0 and len(shown["windows"]) > 0
+
+    # Each layer read the same rows on both sides (bronze: the first n - 500 records).
+    assert {k: v[0] for k, v in cluster_rate.items()} == {k: v[0] for k, v in local_rate.items()}
     with capsys.disabled():
-        rows, rate = _rate(result.stderr, "bronze")
-        rows2, rate2 = _rate(again.stderr, "bronze")
-        print(f"\n[scale-out] bronze on cluster+S3: {rows} rows at {rate:,.0f} rows/s; "
-              f"restart {rows2} rows at {rate2:,.0f} rows/s")
+        print(f"\n[scale-out] the same records per layer, rows / Spark's batch seconds (JVM start and "
+              f"jar shipping excluded): local[2] in this process vs `run --once` on the cluster "
+              f"(1 worker x 1 core) + S3; load average {os.getloadavg()[0]:.1f}")
+        for layer in ("bronze", "silver", "gold"):
+            (rows, local_s), (_, cluster_s) = local_rate[layer], cluster_rate[layer]
+            local_rps, cluster_rps = rows / max(local_s, 1e-3), rows / max(cluster_s, 1e-3)
+            print(f"[scale-out] {layer:6s} {rows:5d} rows: local {local_rps:6,.0f} rows/s ({local_s:5.1f} s), "
+                  f"cluster {cluster_rps:6,.0f} rows/s ({cluster_s:5.1f} s), cluster/local {cluster_rps / local_rps:.2f}")
+        print(f"[scale-out] wall of the cluster commands: run bronze {wall['bronze']:.0f} s, "
+              f"run all {wall['all']:.0f} s")
