@@ -39,7 +39,19 @@ class ArtefactError(RuntimeError):
 
 
 def model_dir(settings: Settings) -> str:
-    path = resolve_path(settings.ml.model_dir, base=settings.storage.root)
+    """The local directory of the model artefacts.
+
+    Relative to ``storage.root`` when the root is local. With an object-store root
+    (``s3a://...``) a relative ``ml.model_dir`` becomes ``data/models/<root as a name>/<model_dir>``
+    on the driver's disk: artefacts are files the driver opens (it broadcasts the model to the
+    executors), so the default must work on S3 too rather than stop every gold batch.
+    """
+    configured = settings.ml.model_dir
+    root = settings.storage.root
+    if "://" in root and "://" not in configured and not os.path.isabs(os.path.expanduser(configured)):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", root).strip("_")
+        return resolve_path(os.path.join("data", "models", name, configured))
+    path = resolve_path(configured, base=root)
     if "://" in path:
         raise ArtefactError(
             f"ml.model_dir resolves to {path}: model artefacts need a local (or mounted) directory; "

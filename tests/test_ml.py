@@ -234,3 +234,15 @@ def test_metrics_count_after_anomaly_states_apart():
     assert m["all"] == {"states": 1, "detected": 1, "false_alarms": 1, "precision": 0.5, "recall": 1.0,
                         "f1": 0.6667}
     assert (m["after_anomaly_states"], m["after_anomaly_flagged"], m["normal_states"]) == (1, 1, 2)
+
+
+def test_model_dir_on_an_object_store_root_is_a_local_directory_named_after_it(ml_settings):
+    # Gold asks for the model directory every batch: on s3a:// the default must not stop it.
+    s3 = ml_settings.replace(storage={"root": "s3a://flights/lake"})
+    path = model_dir(s3)
+    assert "://" not in path and os.path.isabs(path)
+    assert path.endswith(os.path.join("data", "models", "s3a_flights_lake", "_models"))
+    absolute = s3.replace(ml={"model_dir": "/srv/models"})
+    assert model_dir(absolute) == "/srv/models"
+    with pytest.raises(ArtefactError, match="local"):
+        model_dir(s3.replace(ml={"model_dir": "s3a://flights/models"}))
