@@ -47,13 +47,19 @@ def delta_uri(path: str) -> str:
     return "s3://" + path[len("s3a://"):] if path.startswith("s3a://") else path
 
 
-def table_info(settings: Settings, name: str) -> dict:
+def open_table(settings: Settings, name: str):
+    """The catalog table ``name`` as a delta-rs ``DeltaTable`` (raises ``TableNotFoundError``)."""
     from deltalake import DeltaTable
+
+    return DeltaTable(delta_uri(TABLES[name].path(settings)), storage_options=storage_options(settings))
+
+
+def table_info(settings: Settings, name: str) -> dict:
     from deltalake.exceptions import TableNotFoundError
 
     path = TABLES[name].path(settings)
     try:
-        dt = DeltaTable(delta_uri(path), storage_options=storage_options(settings))
+        dt = open_table(settings, name)
     except TableNotFoundError:
         return {"table": name, "exists": False, "path": path}
     history = dt.history(1)
@@ -147,15 +153,13 @@ def accounting(settings: Settings) -> dict:
     the rows silver has read with what the two tables hold plus the duplicates; a batch killed
     between its writes shows as not holding until the job restarts and replays it.
     """
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     rows = {name: (table_info(settings, name).get("rows") or 0)
             for name in ("bronze.opensky_states", "silver.flights", "silver.quarantine")}
     processed = duplicates = late = 0
     try:
-        stats = DeltaTable(delta_uri(TABLES["silver._dedup_stats"].path(settings)),
-                           storage_options=storage_options(settings)).to_pyarrow_table(
+        stats = open_table(settings, "silver._dedup_stats").to_pyarrow_table(
             columns=["bronze_rows", "duplicates", "unchecked_late_rows"])
         processed, duplicates, late = (sum(v or 0 for v in stats.column(c).to_pylist())
                                        for c in ("bronze_rows", "duplicates", "unchecked_late_rows"))

@@ -13,9 +13,9 @@ cannot read makes the command fail, naming the table.
 Safe while the jobs stream on a local or HDFS root: compaction commits do not change data (streams
 reading the table skip them) and conflict with no append. On S3 with the single-driver log store
 (``storage.root`` = ``s3a://...``) every writer of a table must be one driver: run it while the jobs
-are stopped, or configure Delta's DynamoDB log store (docs/scaling.md). Should a commit race one of a job's own (``gold.live_flights``
-is rewritten each batch), that table is reported and the others are still maintained; run it
-again. Exit status 0 when every table was maintained and read back, 1 otherwise.
+are stopped, or configure Delta's DynamoDB log store (docs/scaling.md). Should a commit race one
+of a job's own (``gold.live_flights`` is rewritten each batch), that table is reported and the
+others are still maintained; run it again. Exit status 0 when every table was maintained and read back, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -68,14 +68,12 @@ def run(args, settings) -> int:
 
 def layout(settings, name: str) -> dict | None:
     """Version, data files and bytes of the current version, by delta-rs; ``None`` if absent."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
+    from lakehouse.status import open_table
 
     try:
-        dt = DeltaTable(delta_uri(table_path(settings, name)), storage_options=storage_options(settings))
+        dt = open_table(settings, name)
     except TableNotFoundError:
         return None
     actions = dt.get_add_actions(flatten=True)
@@ -85,13 +83,9 @@ def layout(settings, name: str) -> dict | None:
 
 def read_back(settings, name: str) -> int:
     """Open and count ``name`` with delta-rs: the dashboard's reader must handle every table."""
-    from deltalake import DeltaTable
+    from lakehouse.status import open_table
 
-    from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
-
-    dt = DeltaTable(delta_uri(table_path(settings, name)), storage_options=storage_options(settings))
-    return dt.to_pyarrow_dataset().count_rows()
+    return open_table(settings, name).to_pyarrow_dataset().count_rows()
 
 
 def maintain(settings, names: list[str], hours: float, optimize: bool = True, vacuum: bool = True) -> list[dict]:
