@@ -1,8 +1,8 @@
 """Peak resident memory of process trees, sampled from ``/proc`` (Linux).
 
-``MemorySampler`` polls every ``interval_s`` in a thread: for each named root pid it sums
-``VmRSS`` over the root and all its descendants (the python driver, the JVM it started, the
-forked pyspark workers), and keeps the highest sum: ``peak_rss_mb``. RSS counts a page shared
+``MemorySampler`` polls every ``interval_s`` in a thread: for each named root pid it sums the
+resident set (RSS) over the root and all its descendants (the python driver, the JVM it
+started, the forked pyspark workers), and keeps the highest sum: ``peak_rss_mb``. RSS counts a page shared
 by forked workers once per process, so ``peak_pss_mb`` sums the proportional set size
 (``/proc/<pid>/smaps_rollup``: each shared page split between its users) as well: the memory
 the tree really occupies. A spike shorter than the interval can be missed.
@@ -40,15 +40,26 @@ def _command(pid: int) -> str:
     return prog
 
 
-def _pss_kb(pid: int) -> int:
+def _rss_pss_kb(pid: int) -> tuple[int, int]:
+    """RSS and PSS of one process from a single ``smaps_rollup`` walk, so that PSS <= RSS.
+
+    Reading ``VmRSS`` from ``status`` and ``Pss`` from ``smaps_rollup`` one after the other lets a
+    growing process show more PSS than RSS; falls back to ``VmRSS`` (PSS 0) when the rollup is
+    not readable (kernel before 4.14, or another user's process).
+    """
+    rss = pss = None
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    if rss is None:
+        return _status_kb(pid, "VmRSS"), 0
+    return rss, pss or 0
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -104,7 +115,7 @@ class MemorySampler:
         with self._lock:
             roots = dict(self._roots)
         for name, root in roots.items():
-            per = {p: (_status_kb(p, "VmRSS"), _pss_kb(p)) for p in tree(root, kids)}
+            per = {p: _rss_pss_kb(p) for p in tree(root, kids)}
             rss = sum(r for r, _ in per.values())
             if rss == 0:
                 continue
