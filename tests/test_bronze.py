@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from lakehouse.catalog import table_path
+from lakehouse.catalog import checkpoint_path, table_path
 from lakehouse.jobs import bronze
-from lakehouse.jobs.common import await_queries
+from lakehouse.jobs.common import CRASH_ENV, await_queries
 from tests.helpers import REPO, cli_env, delta_rows, delta_version, produce, run_cli
 
 pytestmark = pytest.mark.integration
@@ -78,10 +79,13 @@ def test_table_is_reachable_by_name_from_a_new_session(spark, lake):
 
 
 def test_sigkill_mid_stream_then_restart_is_exactly_once(lake):
-    """Kill the streaming bronze job with SIGKILL while records flow; the restart loses and
-    duplicates nothing."""
+    """SIGKILL the streaming bronze job while records flow, at the worst moment of a batch: its
+    rows committed to Delta, the checkpoint not told (offsets/3 written, commits/3 not). The
+    restart loses and duplicates nothing."""
     settings = lake.replace(kafka={"max_offsets_per_trigger": 300})
-    env = cli_env(settings)
+    # Test-only hook: batch 3 blocks right after its Delta commit, until killed.
+    env = cli_env(settings, **{CRASH_ENV: "bronze:3:after_write:hang"})
+    checkpoint = Path(checkpoint_path(settings, "bronze", "opensky_states"))
     produce(settings, _records(3000))
     proc = subprocess.Popen([sys.executable, "-m", "lakehouse", "run", "bronze"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -92,9 +96,16 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(lake):
             assert time.monotonic() < deadline, "bronze never committed a batch"
             time.sleep(0.2)
         produce(settings, _records(2000, start=3000))
+        while delta_version(settings, "bronze.opensky_states") < 4:  # batch 3 in Delta (version 0: create)
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "bronze never reached batch 3"
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    # Killed inside batch 3, after its Delta commit: the checkpoint has its offsets, not its commit.
+    assert (checkpoint / "offsets" / "3").exists() and not (checkpoint / "commits" / "3").exists()
+    assert delta_version(settings, "bronze.opensky_states") == 4
     landed_before = delta_rows(settings, "bronze.opensky_states")
     assert 0 < landed_before < 5000, "the kill should land mid-stream"
 

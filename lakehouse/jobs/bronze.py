@@ -2,22 +2,27 @@
 
 Run: ``opensky-lakehouse run bronze [--once]`` or
 ``spark-submit $(opensky-lakehouse spark-conf) lakehouse/jobs/bronze.py [--once]``.
-A new checkpoint starts at ``kafka.starting_offsets`` (earliest by default). The Delta sink
-commits each micro-batch with the query id and batch id as its transaction, so a batch replayed
-after a crash is skipped: records land exactly once.
+A new checkpoint starts at ``kafka.starting_offsets`` (earliest by default). The handler
+:func:`write_bronze_batch` appends each micro-batch with the query id and batch id as its Delta
+transaction (``txnAppId``/``txnVersion``, the ids Delta's own streaming sink uses), so a batch
+replayed after a crash is skipped: records land exactly once.
 """
 
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from lakehouse.catalog import checkpoint_path
-from lakehouse.jobs.common import trigger
+from lakehouse.jobs.common import crash_point, trigger
+from lakehouse.jobs.delta_io import query_id, write_delta
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
 
 TABLE = "bronze.opensky_states"
+# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+CRASH_POINTS = ("before_write", "after_write")
 
 
 def read_kafka(spark, settings: Settings):
@@ -34,17 +39,28 @@ def read_kafka(spark, settings: Settings):
     return reader.load()
 
 
+def write_bronze_batch(batch_df, batch_id: int, *, path: str, checkpoint: str) -> None:
+    """foreachBatch handler: append one Kafka micro-batch to bronze, once per batch id.
+
+    The transaction app id is the bare query id, as Delta's streaming sink (which wrote bronze
+    before) used: a checkpoint left mid-batch by that sink resumes without doubling the batch.
+    """
+    crash_point("bronze", batch_id, "before_write")
+    write_delta(batch_df, path, query_id(batch_df.sparkSession, checkpoint), batch_id)
+    crash_point("bronze", batch_id, "after_write")
+
+
 def start(spark, settings: Settings, once: bool = False) -> list:
     path = ensure_table(spark, settings, TABLE)
+    checkpoint = checkpoint_path(settings, "bronze", "opensky_states")
     query = (
         read_kafka(spark, settings)
         .transform(kafka_to_bronze)
-        .writeStream.format("delta")
+        .writeStream.foreachBatch(partial(write_bronze_batch, path=path, checkpoint=checkpoint))
         .queryName("bronze")
-        .outputMode("append")
-        .option("checkpointLocation", checkpoint_path(settings, "bronze", "opensky_states"))
+        .option("checkpointLocation", checkpoint)
         .trigger(**trigger(settings.streaming.bronze_trigger, once))
-        .start(path)
+        .start()
     )
     return [query]
 

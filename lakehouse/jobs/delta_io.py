@@ -18,18 +18,24 @@ from lakehouse.settings import join_path
 
 log = logging.getLogger("lakehouse.jobs")
 
-_APP_IDS: dict[str, str] = {}
+_QUERY_IDS: dict[str, str] = {}
+
+
+def query_id(spark, checkpoint: str) -> str:
+    """The streaming query's id, read from the checkpoint's ``metadata`` file (stable across
+    restarts of that checkpoint)."""
+    if checkpoint not in _QUERY_IDS:
+        text = "".join(r.value for r in spark.read.text(join_path(checkpoint, "metadata")).collect())
+        _QUERY_IDS[checkpoint] = json.loads(text)["id"]
+    return _QUERY_IDS[checkpoint]
 
 
 def app_id(spark, checkpoint: str, job: str) -> str:
-    """``<job>-<query id>``, the query id read from the checkpoint's ``metadata`` file.
+    """``<job>-<query id>``.
 
     A new checkpoint is a new query id, so its batch ids (from 0 again) are new transactions.
     """
-    if checkpoint not in _APP_IDS:
-        text = "".join(r.value for r in spark.read.text(join_path(checkpoint, "metadata")).collect())
-        _APP_IDS[checkpoint] = f"{job}-{json.loads(text)['id']}"
-    return _APP_IDS[checkpoint]
+    return f"{job}-{query_id(spark, checkpoint)}"
 
 
 def _is_conflict(exc: BaseException) -> bool:

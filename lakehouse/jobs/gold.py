@@ -26,7 +26,7 @@ from functools import partial
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
-from lakehouse.jobs.common import trigger
+from lakehouse.jobs.common import crash_point, trigger
 from lakehouse.jobs.delta_io import app_id, write_delta
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -36,6 +36,9 @@ SOURCE = "silver.flights"
 OUTPUTS = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")
 STATE = "gold._state"
 log = logging.getLogger("lakehouse.jobs")
+# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+CRASH_POINTS = ("before_write", "after_anomalies", "after_window_stats", "after_country_counts",
+                "after_live_flights", "after_state")
 
 
 def scoring_step(spark, settings: Settings):
@@ -83,13 +86,19 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
         latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
         new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
 
+        crash_point("gold", batch_id, "before_write")
         write_delta(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app, batch_id)
+        crash_point("gold", batch_id, "after_anomalies")
         write_delta(G.window_stats(closing), table_path(settings, "gold.window_stats"), app, batch_id)
+        crash_point("gold", batch_id, "after_window_stats")
         write_delta(G.country_counts(closing), table_path(settings, "gold.country_counts"), app, batch_id)
+        crash_point("gold", batch_id, "after_country_counts")
         write_delta(G.to_live_flights(latest, _before(newest, cfg.live_window)),
                     table_path(settings, "gold.live_flights"), app, batch_id, mode="overwrite")
+        crash_point("gold", batch_id, "after_live_flights")
         # Last: the state a replay of this batch would otherwise read.
         write_delta(new_state, table_path(settings, STATE), app, batch_id, mode="overwrite")
+        crash_point("gold", batch_id, "after_state")
     finally:
         if scored is not None:
             scored.unpersist()

@@ -31,7 +31,7 @@ from functools import partial
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
-from lakehouse.jobs.common import trigger
+from lakehouse.jobs.common import crash_point, trigger
 from lakehouse.jobs.delta_io import app_id, write_delta
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -42,6 +42,8 @@ FLIGHTS = "silver.flights"
 QUARANTINE = "silver.quarantine"
 STATS = "silver._dedup_stats"
 log = logging.getLogger("lakehouse.jobs")
+# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flights")
 
 
 def dedup_horizon(spark, settings: Settings, app: str, batch_id: int):
@@ -83,9 +85,13 @@ def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoin
                 "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
             ).withColumn("committed_at", F.current_timestamp())
             # Order matters: flights (the state the next attempt reads) is committed last.
+            crash_point("silver", batch_id, "before_write")
             write_delta(to_quarantine(parsed), table_path(settings, QUARANTINE), app, batch_id)
+            crash_point("silver", batch_id, "after_quarantine")
             write_delta(stats, table_path(settings, STATS), app, batch_id)
+            crash_point("silver", batch_id, "after_stats")
             write_delta(flights, table_path(settings, FLIGHTS), app, batch_id)
+            crash_point("silver", batch_id, "after_flights")
         finally:
             flights.unpersist()
             good.unpersist()
