@@ -34,7 +34,12 @@ def run_layers(settings, layers: list[str], once: bool) -> int:
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
-    from lakehouse.jobs.common import await_queries, flush_progress, install_progress_logger
+    from lakehouse.jobs.common import (
+        await_queries,
+        flush_progress,
+        install_progress_logger,
+        remove_progress_logger,
+    )
     from lakehouse.spark import build_spark
 
     spark = build_spark(settings, app_name=f"opensky-lakehouse {'+'.join(layers)}")
@@ -58,4 +63,6 @@ def run_layers(settings, layers: list[str], once: bool) -> int:
               f"(`opensky-lakehouse kafka status`) and see the log above; restarting resumes "
               "from the checkpoint.", file=sys.stderr)
         return 1
+    finally:
+        remove_progress_logger(spark)
     return 0

@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 log = logging.getLogger("lakehouse.jobs")
@@ -166,6 +168,17 @@ def install_progress_logger(spark) -> None:
     if key not in _LISTENERS:
         _LISTENERS[key] = ProgressLogger()
         spark.streams.addListener(_LISTENERS[key])
+
+
+def remove_progress_logger(spark) -> None:
+    """Take the logger off the listener bus before the process ends: an event the JVM posts to a
+    Python callback already torn down prints a Py4J stack trace."""
+    listener = _LISTENERS.pop(id(spark), None)
+    if listener is not None:
+        try:
+            spark.streams.removeListener(listener)
+        except (Py4JError, PySparkException) as exc:  # the session is going anyway
+            log.debug("could not remove the progress listener: %s", exc)
 
 
 def flush_progress(spark, queries: list[StreamingQuery]) -> None:
