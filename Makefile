@@ -22,7 +22,7 @@ demo: setup
 
 ## test: everything the CI runs (real Kafka broker, real Spark and Delta)
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 ## test-fast: unit tests only (no broker, no Spark jobs)
 test-fast: $(STAMP)

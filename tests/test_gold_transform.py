@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -106,3 +107,46 @@ def test_latest_state_per_aircraft_within_the_live_window(spark, scored):
     assert sorted((r.icao24, int(r.event_time.timestamp()) - T0) for r in live.collect()) == [
         ("000001", 20), ("000003", 5)]
     assert live.columns == G.LIVE.columns
+
+
+def test_previous_state_across_micro_batches_equals_the_training_path(spark, base_settings):
+    """Train/serve parity of the kinematic inputs: on real recorded tracks cut into three
+    micro-batches, gold's Spark step (each batch plus the aircraft's last state from earlier
+    batches) gives every state the same ``prev_*`` values as ``ml.features.add_previous_state``
+    (training and evaluation) gives it over the whole recording at once."""
+    import pandas as pd
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from ingestion.replay import read_replay
+    from ingestion.states import response_to_records
+    from ml.features import PREV_COLUMNS, add_previous_state
+
+    fixture = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
+    records = [rec for i, r in enumerate(read_replay([fixture]))
+               for rec in response_to_records(r, "replay", 1_633_615_690_000 + 10_000 * i)]
+    flights = silver_df(spark, base_settings, records).dropDuplicates(["icao24", "event_time"]).cache()
+    times = sorted(r.event_time for r in flights.select("event_time").distinct().collect())
+    cuts = [times[0], times[len(times) // 3], times[2 * len(times) // 3], times[-1]]
+    kept = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity"]
+    last, got = no_last(spark).select(*kept), []
+    for k in range(3):
+        upper = F.col("event_time") <= cuts[k + 1] if k == 2 else F.col("event_time") < cuts[k + 1]
+        batch = flights.where((F.col("event_time") >= cuts[k]) & upper)
+        got.append(batch.transform(G.with_previous_state(last)).toPandas())
+        # what gold keeps between batches: each aircraft's newest state
+        newest = Window.partitionBy("icao24").orderBy(F.col("event_time").desc())
+        last = (last.unionByName(batch.select(*kept))
+                .withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n").localCheckpoint())
+    got = pd.concat(got, ignore_index=True)
+    want = add_previous_state(flights.toPandas())
+    assert len(got) == len(want) > 4000 and want["prev_event_time"].notna().sum() > 3500
+    key, prev = ["icao24", "event_time"], list(PREV_COLUMNS)
+    merged = want[key + prev].merge(got[key + prev], on=key, suffixes=("_want", "_got"),
+                                            validate="one_to_one")
+    assert len(merged) == len(want)
+    for c in prev:
+        a, b = merged[f"{c}_want"], merged[f"{c}_got"]
+        assert (a.isna() == b.isna()).all(), c
+        assert (a[a.notna()] == b[b.notna()]).all(), c
+    flights.unpersist()
