@@ -89,7 +89,7 @@ def rule_hits(spark, states: pd.DataFrame, settings: Settings) -> list[tuple[str
 
 def threshold_sweep(train_scores: np.ndarray, test: pd.DataFrame, test_scores: np.ndarray,
                     real_scores: np.ndarray, rule_flags: np.ndarray | None, real_rule_flags: np.ndarray | None,
-                    contaminations=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05)) -> list[dict]:
+                    contaminations=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)) -> list[dict]:
     """What each contamination (= training score quantile as threshold) would give."""
     rows = []
     for c in contaminations:

@@ -138,8 +138,9 @@ def test_train_cli_publishes_a_versioned_artefact_with_lineage(ml_settings, sim)
     assert model.version == "v0002"
     scores = model.score(states)
     assert scores.shape == (len(states),) and np.all((scores > 0) & (scores <= 1))
-    # the threshold is the training quantile at 1 - contamination
-    assert (scores > model.threshold).mean() == pytest.approx(ml_settings.ml.contamination, abs=0.003)
+    # the threshold is the training quantile at 1 - contamination (scored here on its training states)
+    contamination = ml_settings.ml.contamination
+    assert (scores > model.threshold).sum() == pytest.approx(contamination * len(states), abs=2)
 
 
 def test_train_without_silver_says_so(ml_settings):
