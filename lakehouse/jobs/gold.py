@@ -19,6 +19,7 @@ history of the sky.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from functools import partial
@@ -49,6 +50,53 @@ def scoring_step(spark, settings: Settings):
     return lambda df: add_ml_scores(df, settings)
 
 
+# Spark keeps this many micro-batches of its own offset and commit logs; the model log likewise.
+MODEL_LOG_RETAINED = 100
+
+
+def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> str | None:
+    """The model version micro-batch ``batch_id`` scores with, the same on every attempt.
+
+    The first attempt picks the newest (or pinned) artefact and records it in
+    ``<checkpoint>/models/<batch_id>`` before any table is written; a replay after a crash
+    reads it back, so a model published in between does not score half of the batch's tables.
+    ``None``: no model yet, rules only (recorded too).
+    """
+    from ml.scoring import model_source
+
+    jvm = spark._jvm
+    conf = spark._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/models/{batch_id}")
+    fs = path.getFileSystem(conf)
+    if fs.exists(path):
+        stream = fs.open(path)
+        try:
+            recorded = json.loads(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+        log.info("gold batch %d: replayed with the model it first ran with (%s)", batch_id,
+                 recorded["model_version"] or "none, rules only")
+        return recorded["model_version"]
+    deployed = model_source(settings).resolve(spark, settings)
+    version = deployed.version if deployed is not None else None
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(json.dumps({"model_version": version}).encode()))
+    finally:
+        out.close()
+    old = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/models/{batch_id - MODEL_LOG_RETAINED}")
+    if batch_id >= MODEL_LOG_RETAINED and fs.exists(old):
+        fs.delete(old, False)
+    return version
+
+
+def batch_scoring(spark, settings: Settings, version: str | None):
+    """The scoring step for one batch's recorded model version (``None``: rules only)."""
+    if version is None:
+        return G.no_model
+    return scoring_step(spark, settings.replace(ml={"model_version": version}))
+
+
 def _before(moment, duration: str):
     return F.lit(moment) - F.expr(f"INTERVAL {duration}")
 
@@ -64,7 +112,8 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
         last = state.where("kind = 'last'").drop("kind")
         open_windows = state.where("kind = 'window'").drop("kind")
         prev_newest = last.agg(F.max("event_time")).first()[0]
-        scored = batch_df.transform(G.score_states(last, settings.rules, scoring_step(spark, settings))).persist()
+        scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
+        scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
         summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
                              F.count_if("is_anomaly").alias("anomalies")).first()
         if summary["n"] == 0:
