@@ -233,6 +233,7 @@ class Stack:
         self.plog = ProducerLog()
         self.dashboard_ok = dashboard_ok
         self.proc = self.dash = None
+        self.stopped: dict = {}
         self.started = time.time()
 
     def __enter__(self) -> Stack:
@@ -251,8 +252,16 @@ class Stack:
             self.sampler.untrack("dashboard")
             stop(self.dash)
         self.sampler.untrack("spark (run all: python + JVM)")
-        code = stop(self.proc, timeout=90)
-        log.info("bench: [freshness %s] run all stopped (exit %s)", self.label, code)
+        code = stop(self.proc, timeout=180)
+        self.stopped = {"exit": code, "accounting_holds": None}
+        try:  # a stop between micro-batches leaves no batch half written: the accounting holds
+            from lakehouse.status import accounting
+
+            self.stopped["accounting_holds"] = accounting(self.settings)["holds"]
+        except Exception as exc:  # noqa: BLE001 - reported in the results, the figures stand
+            self.stopped["error"] = f"{type(exc).__name__}: {exc}"
+        log.info("bench: [freshness %s] run all stopped (exit %s), accounting %s", self.label, code,
+                 {True: "holds", False: "DOES NOT HOLD", None: "unknown"}[self.stopped["accounting_holds"]])
 
     def check(self) -> None:
         if self.proc.poll() is not None:
@@ -433,8 +442,9 @@ def run_section(env, sizes) -> tuple[dict, dict]:
         label = "+".join(str(r) for r in rates)
         with MemorySampler() as sampler:
             sampler.track("kafka broker", env.broker_pid)
+            stack = Stack(env, sizes, label, sampler, dash_ok)
             try:
-                with Stack(env, sizes, label, sampler, dash_ok) as stack:
+                with stack:
                     for rate in rates:
                         freshness["rates"][str(rate)] = stack.measure(rate)
             except RuntimeError as exc:
@@ -442,6 +452,8 @@ def run_section(env, sizes) -> tuple[dict, dict]:
                 for rate in rates:
                     freshness["rates"].setdefault(str(rate), {"rate": rate, "error": str(exc)[:2000]})
                 freshness["status"] = "error"
+            for rate in rates:
+                freshness["rates"][str(rate)]["stopped"] = stack.stopped
             peaks = sampler.peaks()
         peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_pss_mb")}
         memory["rates"][label] = peaks

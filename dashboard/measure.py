@@ -115,7 +115,9 @@ def measure(url: str, moves: int, screenshot: str | None) -> dict:
                 built.append(wait_for_version(page, version))
                 steps.append(time.perf_counter() - started)
             if screenshot:
-                page.wait_for_timeout(1500)  # let the map draw
+                # let the map draw: its canvas exists, then the tiles and icons arrive
+                page.locator("canvas").first.wait_for(timeout=60_000)
+                page.wait_for_timeout(5000)
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=screenshot, full_page=True)
             errors = page.locator("[data-testid=stException]").count()

@@ -123,6 +123,8 @@ def test_bench_quick_runs_every_section_and_writes_well_formed_results(base_sett
         for r in rates.values():
             assert sum(w["states"] for w in r["runs"]) > 0
             assert r["p50_s"]["median"] <= r["p95_s"]["median"] <= r["max_s"]["median"]
+            # SIGTERM stopped `run all` between micro-batches: exit 0, no batch half written
+            assert r["stopped"] == {"exit": 0, "accounting_holds": True}
         for peaks in sections["memory"]["rates"].values():
             assert peaks["kafka broker"]["peak_rss_mb"] > 50
             assert peaks["spark (run all: python + JVM)"]["peak_rss_mb"] > 100

@@ -192,23 +192,52 @@ def flush_progress(spark, queries: list[StreamingQuery]) -> None:
             listener.log_progress(progress)
 
 
+# On SIGINT/SIGTERM a running micro-batch gets this long to finish before its query is stopped
+# under it (a second signal stops at once). A batch stopped half way is replayed on restart.
+STOP_GRACE_S = 120.0
+
+
+def stop_between_batches(queries: list[StreamingQuery], stopping: dict, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop each query while no trigger of it runs, so that its last batch is whole.
+
+    ``StreamingQuery.stop`` interrupts a running batch: its tables would be left with part of the
+    batch written until a restart replays it. ``stopping["count"]`` > 1 (a second signal) or the
+    grace period ending stops what is left at once.
+    """
+    deadline = time.monotonic() + grace_s
+    pending = [q for q in queries if q.isActive]
+    said = False
+    while pending:
+        hurry = stopping.get("count", 1) > 1 or time.monotonic() > deadline
+        for q in list(pending):
+            if hurry or not q.isActive or not q.status["isTriggerActive"]:
+                q.stop()
+                pending.remove(q)
+        if pending and not said:
+            log.info("waiting for the running micro-batch of %s to finish (signal again to stop at once)",
+                     ", ".join(q.name or str(q.id) for q in pending))
+            said = True
+        time.sleep(0.05)
+
+
 def await_queries(queries: list[StreamingQuery], poll_s: float = 1.0) -> None:
-    """Wait until every query ends; SIGINT/SIGTERM stop them all; a failure stops the rest.
+    """Wait until every query ends; SIGINT/SIGTERM stop them all between micro-batches; a failure
+    stops the rest.
 
     Raises the first query's exception after stopping the others.
     """
-    stopping = {"signal": None}
+    stopping = {"signal": None, "count": 0}
 
     def _stop(signum, _frame):
         stopping["signal"] = signum
+        stopping["count"] += 1
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(q.isActive for q in queries):
             if stopping["signal"] is not None:
                 log.info("stopping %d queries after signal %d", len(queries), stopping["signal"])
-                for q in queries:
-                    q.stop()
+                stop_between_batches(queries, stopping)
                 break
             for q in queries:
                 if q.exception() is not None:
