@@ -66,8 +66,12 @@ def slowest_profile(s: dict) -> list[str]:
     out = ["", f"Slowest layer: **{slowest}**; its median run ({step['processing_s']:.1f} s of micro-batch time, "
                f"{step['batches']} batch(es)) by Spark stage call site:", "",
            "| call site | stages | stage wall s | task s |", "|---|---:|---:|---:|"]
-    for g in step["stages"][:6]:
+    for g in step["stages"][:10]:
         out.append(f"| `{g['call_site']}` | {g['stages']} | {g['wall_s']:.1f} | {g['task_s']:.1f} |")
+    in_stages = sum(g["wall_s"] for g in step["stages"])
+    out += ["", f"Stage wall time summed over the call sites recorded ({len(step['stages'])}): {in_stages:.1f} s "
+                f"of {step['processing_s']:.1f} s of micro-batch time (stages may overlap); time outside any stage "
+                "is driver work: query planning, Delta log reads and commits, Python."]
     phases = step.get("phases_s") or {}
     if phases:
         out += ["", "Streaming phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in

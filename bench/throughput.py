@@ -116,7 +116,7 @@ def spark_step(name: str, spark, settings) -> dict:
             "phases_s": phases, "stages": stage_profile(spark, t0, t1)}
 
 
-def stage_profile(spark, t0: float, t1: float, top: int = 8) -> list[dict] | None:
+def stage_profile(spark, t0: float, t1: float, top: int = 16) -> list[dict] | None:
     """Where a step's time went: its completed Spark stages between ``t0`` and ``t1`` (epoch s),
     grouped by call site (PySpark names a stage after the Python line of its action), from the
     Spark UI's REST API (the bench's session runs with the UI on a loopback port)."""

@@ -45,6 +45,24 @@ class InjectedCrash(RuntimeError):
     """The ``raise`` action of :data:`CRASH_ENV`."""
 
 
+class JobSteps:
+    """Name the Spark jobs of each step of a foreachBatch handler: ``<job>: <step>`` as the first
+    line of the job description the stream gave the batch (the Spark UI shows it; the bench's
+    stage profile groups by it). ``done()`` puts the stream's description back."""
+
+    DESCRIPTION = "spark.job.description"
+
+    def __init__(self, spark, job: str):
+        self.sc, self.job = spark.sparkContext, job
+        self.base = self.sc.getLocalProperty(self.DESCRIPTION)
+
+    def __call__(self, step: str) -> None:
+        self.sc.setLocalProperty(self.DESCRIPTION, f"{self.job}: {step}" + (f"\n{self.base}" if self.base else ""))
+
+    def done(self) -> None:
+        self.sc.setLocalProperty(self.DESCRIPTION, self.base)
+
+
 def crash_point(job: str, batch_id: int, point: str) -> None:
     """Crash here if :data:`CRASH_ENV` names this job, batch and point; else return at once."""
     spec = os.environ.get(CRASH_ENV)

@@ -27,7 +27,7 @@ from functools import partial
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
-from lakehouse.jobs.common import crash_point, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import app_id, write_delta
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -106,9 +106,11 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
     spark = batch_df.sparkSession
     app = app_id(spark, checkpoint, "gold")
     cfg = settings.gold
+    step = JobSteps(spark, "gold")
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     scored = None
     try:
+        step("state, previous states, rules, scores")
         last = state.where("kind = 'last'").drop("kind")
         open_windows = state.where("kind = 'window'").drop("kind")
         prev_newest = last.agg(F.max("event_time")).first()[0]
@@ -122,6 +124,7 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
 
         windowed = scored.transform(G.with_window(cfg.window_duration))
         if prev_newest is not None:  # windows closed by an earlier batch take no more states
+            step("late states")
             on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
             late = windowed.where(~on_time).count()
             windowed = windowed.where(on_time)
@@ -136,19 +139,25 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
         new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
 
         crash_point("gold", batch_id, "before_write")
+        step("write anomalies")
         write_delta(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app, batch_id)
         crash_point("gold", batch_id, "after_anomalies")
+        step("write window_stats")
         write_delta(G.window_stats(closing), table_path(settings, "gold.window_stats"), app, batch_id)
         crash_point("gold", batch_id, "after_window_stats")
+        step("write country_counts")
         write_delta(G.country_counts(closing), table_path(settings, "gold.country_counts"), app, batch_id)
         crash_point("gold", batch_id, "after_country_counts")
+        step("write live_flights")
         write_delta(G.to_live_flights(latest, _before(newest, cfg.live_window)),
                     table_path(settings, "gold.live_flights"), app, batch_id, mode="overwrite")
         crash_point("gold", batch_id, "after_live_flights")
         # Last: the state a replay of this batch would otherwise read.
+        step("write state")
         write_delta(new_state, table_path(settings, STATE), app, batch_id, mode="overwrite")
         crash_point("gold", batch_id, "after_state")
     finally:
+        step.done()
         if scored is not None:
             scored.unpersist()
         state.unpersist()

@@ -31,7 +31,7 @@ from functools import partial
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
-from lakehouse.jobs.common import crash_point, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import app_id, write_delta
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -59,8 +59,10 @@ def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoin
     """foreachBatch handler: one bronze micro-batch -> flights, quarantine, dedup stats."""
     spark = batch_df.sparkSession
     app = app_id(spark, checkpoint, "silver")
+    step = JobSteps(spark, "silver")
     parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
     try:
+        step("parse and validate")
         counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
                   .count().collect()}
         n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
@@ -71,6 +73,7 @@ def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoin
         if horizon is not None:  # partition pruning by date, file skipping by event_time stats
             known = known.where((F.col("event_date") >= F.to_date(F.lit(horizon)))
                                 & (F.col("event_time") >= F.lit(horizon)))
+        step("deduplicate")
         good = to_flights(parsed).persist()
         flights = good.transform(drop_duplicates(known, horizon)).persist()
         try:
@@ -86,16 +89,20 @@ def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoin
             ).withColumn("committed_at", F.current_timestamp())
             # Order matters: flights (the state the next attempt reads) is committed last.
             crash_point("silver", batch_id, "before_write")
+            step("write quarantine")
             write_delta(to_quarantine(parsed), table_path(settings, QUARANTINE), app, batch_id)
             crash_point("silver", batch_id, "after_quarantine")
+            step("write dedup stats")
             write_delta(stats, table_path(settings, STATS), app, batch_id)
             crash_point("silver", batch_id, "after_stats")
+            step("write flights")
             write_delta(flights, table_path(settings, FLIGHTS), app, batch_id)
             crash_point("silver", batch_id, "after_flights")
         finally:
             flights.unpersist()
             good.unpersist()
     finally:
+        step.done()
         parsed.unpersist()
     log.info("silver batch %d: %d bronze rows -> %d flights, %d quarantined, %d duplicates dropped%s",
              batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
