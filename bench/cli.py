@@ -71,6 +71,8 @@ def configure(parser) -> None:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, --quick 1)")
     parser.add_argument("--records", type=int, help="throughput states per run (default 1,000,000)")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="freshness window per run")
+    parser.add_argument("--rates", metavar="N,N", help="freshness rates in states/s (default 1000,10000; "
+                        "--quick 100,1000)")
     parser.add_argument("--out", metavar="DIR", help="results directory")
     parser.add_argument("--work", metavar="DIR", help="scratch directory (default data/bench/work)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -140,6 +142,8 @@ def sizes_from(args) -> Sizes:
         sizes = sizes.replace(records=args.records, aircraft=min(sizes.aircraft, args.records))
     if args.window:
         sizes = sizes.replace(freshness_window_s=args.window)
+    if args.rates:
+        sizes = sizes.replace(freshness_rates=tuple(int(r) for r in args.rates.split(",") if r.strip()))
     return sizes
 
 

@@ -226,7 +226,9 @@ class Stack:
         from lakehouse.status import delta_uri, storage_options
 
         self.env, self.sizes, self.label, self.sampler = env, sizes, label, sampler
-        self.settings = env.settings_for(f"freshness-{label}", dashboard={"port": free_port()})
+        self.timings_log = str(env.work / f"timings-{label}.jsonl")
+        self.settings = env.settings_for(f"freshness-{label}", dashboard={"port": free_port()},
+                                         streaming={"timings_log": self.timings_log})
         self.log_name = f"run-all-{label}.log"
         self.watcher = LiveFlightsWatcher(delta_uri(table_path(self.settings, "gold.live_flights")),
                                           storage_options(self.settings))
@@ -328,6 +330,11 @@ class Stack:
             producer.join(timeout=60)
         end_ms = int(time.time() * 1000)
         result["runs"] = [window_figures(self.watcher.contributions, self.plog, lo, hi, end_ms) for lo, hi in windows]
+        from bench import timings
+
+        # where each trigger's time went, over the batches that ran in the measured windows
+        result["trigger_split"] = timings.summarize(timings.read(self.timings_log), windows[0][0] / 1000,
+                                                    windows[-1][1] / 1000)
         result["producer_behind_s_max"] = self.plog.behind_s
         result["versions"] = self.watcher.version + 1
         lags = sorted(self.watcher.detect_lag_ms)
@@ -427,8 +434,7 @@ def run_section(env, sizes) -> tuple[dict, dict]:
     freshness: dict = {
         "status": "ok", "unit": "seconds", "runs": sizes.runs, "window_s": sizes.freshness_window_s,
         "warmup_s": sizes.freshness_warmup_s, "measured": __doc__.split("\n\n")[2].replace("\n", " "),
-        "triggers": {"bronze": env.settings.streaming.bronze_trigger, "silver": env.settings.streaming.silver_trigger,
-                     "gold": env.settings.streaming.gold_trigger},
+        "triggers": {"pipeline": env.settings.streaming.pipeline_trigger},
         "rates": {},
     }
     memory: dict = {"status": "ok", "unit": "MB", "measured": (

@@ -171,3 +171,8 @@ def table_path(settings: Settings, name: str) -> str:
 
 def checkpoint_path(settings: Settings, job: str, query: str) -> str:
     return join_path(settings.storage.root, "_checkpoints", job, query)
+
+
+# (job, query) of each streaming query's checkpoint: `run all`'s single query, and the layer jobs.
+PIPELINE_CHECKPOINT = ("all", "pipeline")
+LAYER_CHECKPOINTS = {"bronze": ("bronze", "opensky_states"), "silver": ("silver", "flights"), "gold": ("gold", "gold")}

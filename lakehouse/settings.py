@@ -84,6 +84,8 @@ class StreamingSettings:
     bronze_trigger: str
     silver_trigger: str
     gold_trigger: str
+    pipeline_trigger: str
+    timings_log: str
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,7 @@ _DURATIONS = {
     ("streaming", "bronze_trigger"),
     ("streaming", "silver_trigger"),
     ("streaming", "gold_trigger"),
+    ("streaming", "pipeline_trigger"),
     ("silver", "dedup_watermark"),
     ("gold", "live_window"),
     ("gold", "window_duration"),

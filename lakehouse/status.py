@@ -11,7 +11,7 @@ import json
 import os
 from datetime import datetime, timezone
 
-from lakehouse.catalog import TABLES, checkpoint_path
+from lakehouse.catalog import LAYER_CHECKPOINTS, PIPELINE_CHECKPOINT, TABLES, checkpoint_path
 from lakehouse.settings import Settings
 
 
@@ -110,6 +110,31 @@ def _checkpoint_files(settings: Settings, root: str):
     return listdir, read, f"{base}/commits", f"{base}/offsets"
 
 
+def checkpoint_started(settings: Settings, job: str, query: str) -> bool:
+    """Whether the query's checkpoint has planned a micro-batch (local or S3 root)."""
+    try:
+        listdir, _, _, offsets = _checkpoint_files(settings, checkpoint_path(settings, job, query))
+        return any(n.isdigit() for n in listdir(offsets))
+    except OSError:  # no such directory; pyarrow raises OSError subclasses for S3 errors too
+        return False
+
+
+def layer_checkpoints(settings: Settings) -> list[str]:
+    """The layers whose own jobs have fed this root (their checkpoints exist)."""
+    return [layer for layer, (job, query) in LAYER_CHECKPOINTS.items() if checkpoint_started(settings, job, query)]
+
+
+def pipeline_started(settings: Settings) -> bool:
+    """Whether `run all`'s single query has fed this root."""
+    return checkpoint_started(settings, *PIPELINE_CHECKPOINT)
+
+
+def feeding_mode(settings: Settings) -> str:
+    """How `run all` feeds this root: ``pipeline`` (one query for every layer) unless the layer
+    jobs already feed it (``layers``: their checkpoints exist, the pipeline's does not)."""
+    return "layers" if not pipeline_started(settings) and layer_checkpoints(settings) else "pipeline"
+
+
 def committed_offsets(settings: Settings, job: str = "bronze", query: str = "opensky_states") -> dict[int, int]:
     """Kafka offsets (partition -> next offset) of the last committed batch of a checkpoint.
 
@@ -141,7 +166,9 @@ def bronze_lag(settings: Settings) -> dict:
         ends = end_offsets(settings, settings.kafka.topic)
     except (KafkaError, OSError) as exc:  # a down broker is a status to report, not a crash
         return {"available": False, "error": str(exc).splitlines()[0]}
-    done = committed_offsets(settings)
+    # the query that reads Kafka: `run all`'s pipeline, or the bronze job of its own
+    done = committed_offsets(settings, *(PIPELINE_CHECKPOINT if pipeline_started(settings) else
+                                         LAYER_CHECKPOINTS["bronze"]))
     lag = sum(max(0, end - done.get(p, 0)) for p, end in ends.items())
     return {"available": True, "end_offsets": ends, "committed": done, "lag": lag}
 

@@ -90,7 +90,8 @@ def test_gold_equals_pandas_with_a_window_split_over_micro_batches(spark, lake):
     produce(lake, as_records([state("aaaaaa", T0 + 30)]))
     pipeline_once(spark, lake)
     assert_same(read(lake, "gold.window_stats"), stats, ["window_start"])
-    assert delta_version(lake, "gold.window_stats") == windows_version + 1  # an empty, idempotent commit
+    # nothing to append, no commit (a first attempt writes no empty transaction: lakehouse.jobs.delta_io)
+    assert delta_version(lake, "gold.window_stats") == windows_version
 
     # Tables by name, time travel and history from a new Spark application.
     script = (

@@ -1,9 +1,14 @@
 """Run layer jobs: ``run bronze|silver|gold|all [--once]``.
 
 Without ``--once`` the queries stream until SIGINT/SIGTERM. ``--once`` processes what is
-available and exits 0; for ``all`` the layers then run one after the other (bronze, silver,
-gold) so gold sees everything bronze read. Streaming ``all`` runs the three layers as concurrent
-queries in one Spark application.
+available and exits 0.
+
+``all`` runs the pipeline job (``lakehouse.jobs.pipeline``): one query that writes bronze, silver
+and gold from each batch of Kafka records, so a state reaches gold in one trigger. On a root that
+the layer jobs already feed (their checkpoints exist and the pipeline's does not), ``all`` runs
+them instead, as before: with ``--once`` one after the other (bronze, silver, gold), streaming
+as three concurrent queries in one Spark application. A layer job refuses a root the pipeline
+feeds: each keeps its own progress, so mixing them would read records twice.
 """
 
 from __future__ import annotations
@@ -22,8 +27,20 @@ def configure(parser) -> None:
 
 
 def run(args, settings) -> int:
-    layers = list(LAYERS) if args.layer == "all" else [args.layer]
-    return run_layers(settings, layers, once=args.once)
+    from lakehouse.status import feeding_mode, layer_checkpoints, pipeline_started
+
+    if args.layer == "all":
+        if feeding_mode(settings) == "pipeline":
+            return run_layers(settings, ["pipeline"], once=args.once)
+        log.info("run all: this root is fed by the layer jobs (checkpoints of %s), so they run as separate "
+                 "queries; a new root runs the single-query pipeline", ", ".join(layer_checkpoints(settings)))
+        return run_layers(settings, list(LAYERS), once=args.once)
+    if pipeline_started(settings):
+        print(f"run {args.layer}: {settings.storage.root} is fed by `run all` (one query for every layer, "
+              "checkpoint _checkpoints/all/pipeline); a layer job of its own would read the same records again.\n"
+              "  Use `opensky-lakehouse run all`, or give the layer jobs a new storage.root.", file=sys.stderr)
+        return 2
+    return run_layers(settings, [args.layer], once=args.once)
 
 
 def job_module(layer: str):
@@ -43,7 +60,7 @@ def run_layers(settings, layers: list[str], once: bool) -> int:
     from lakehouse.spark import build_spark
 
     spark = build_spark(settings, app_name=f"opensky-lakehouse {'+'.join(layers)}")
-    install_progress_logger(spark)
+    install_progress_logger(spark, settings.streaming.timings_log)
     try:
         if once:
             for layer in layers:

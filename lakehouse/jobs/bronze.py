@@ -3,9 +3,9 @@
 Run: ``opensky-lakehouse run bronze [--once]`` or
 ``spark-submit $(opensky-lakehouse spark-conf) lakehouse/jobs/bronze.py [--once]``.
 A new checkpoint starts at ``kafka.starting_offsets`` (earliest by default). The handler
-:func:`write_bronze_batch` appends each micro-batch with the query id and batch id as its Delta
-transaction (``txnAppId``/``txnVersion``, the ids Delta's own streaming sink uses), so a batch
-replayed after a crash is skipped: records land exactly once.
+:func:`write_bronze_batch` appends each micro-batch once, tagged with the query id and batch id
+(``lakehouse.jobs.delta_io``; on a replay also as ``txnAppId``/``txnVersion``, the ids Delta's
+own streaming sink used), so a batch replayed after a crash is skipped: records land exactly once.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 from functools import partial
 
 from lakehouse.catalog import checkpoint_path
-from lakehouse.jobs.common import crash_point, trigger
-from lakehouse.jobs.delta_io import query_id, write_delta
+from lakehouse.jobs.common import JobSteps, crash_point, trigger
+from lakehouse.jobs.delta_io import BatchWrites, query_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
@@ -39,15 +39,21 @@ def read_kafka(spark, settings: Settings):
     return reader.load()
 
 
-def write_bronze_batch(batch_df, batch_id: int, *, path: str, checkpoint: str) -> None:
+def write_bronze_batch(batch_df, batch_id: int, *, path: str, checkpoint: str, timings_log: str = "") -> None:
     """foreachBatch handler: append one Kafka micro-batch to bronze, once per batch id.
 
     The transaction app id is the bare query id, as Delta's streaming sink (which wrote bronze
     before) used: a checkpoint left mid-batch by that sink resumes without doubling the batch.
     """
-    crash_point("bronze", batch_id, "before_write")
-    write_delta(batch_df, path, query_id(batch_df.sparkSession, checkpoint), batch_id)
-    crash_point("bronze", batch_id, "after_write")
+    step = JobSteps(batch_df.sparkSession, "bronze", batch_id, timings_log)
+    try:
+        crash_point("bronze", batch_id, "before_write")
+        step("write bronze")
+        writes = BatchWrites(batch_df.sparkSession, checkpoint, batch_id)
+        writes(batch_df, path, query_id(batch_df.sparkSession, checkpoint))
+        crash_point("bronze", batch_id, "after_write")
+    finally:
+        step.done()
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
@@ -56,7 +62,8 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     query = (
         read_kafka(spark, settings)
         .transform(kafka_to_bronze)
-        .writeStream.foreachBatch(partial(write_bronze_batch, path=path, checkpoint=checkpoint))
+        .writeStream.foreachBatch(partial(write_bronze_batch, path=path, checkpoint=checkpoint,
+                                                timings_log=settings.streaming.timings_log))
         .queryName("bronze")
         .option("checkpointLocation", checkpoint)
         .trigger(**trigger(settings.streaming.bronze_trigger, once))

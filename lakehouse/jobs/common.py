@@ -46,21 +46,57 @@ class InjectedCrash(RuntimeError):
 
 
 class JobSteps:
-    """Name the Spark jobs of each step of a foreachBatch handler: ``<job>: <step>`` as the first
-    line of the job description the stream gave the batch (the Spark UI shows it; the bench's
-    stage profile groups by it). ``done()`` puts the stream's description back."""
+    """Name the Spark jobs of each step of a foreachBatch handler and time the steps.
+
+    ``<job>: <step>`` becomes the first line of the job description the stream gave the batch
+    (the Spark UI shows it). Each step's wall time (from its call to the next step's) is kept;
+    ``done()`` puts the stream's description back and, when ``timings_log`` names a file,
+    appends the batch's split there as one JSON line (see :func:`append_timings`).
+    """
 
     DESCRIPTION = "spark.job.description"
 
-    def __init__(self, spark, job: str):
-        self.sc, self.job = spark.sparkContext, job
+    def __init__(self, spark, job: str, batch_id: int | None = None, timings_log: str = ""):
+        self.sc, self.job, self.batch_id, self.timings_log = spark.sparkContext, job, batch_id, timings_log
         self.base = self.sc.getLocalProperty(self.DESCRIPTION)
+        self.started = self._mark = time.perf_counter()
+        self._current = "setup"
+        self.seconds: dict[str, float] = {}
+        self.rows: int | None = None
+
+    def _close_current(self) -> None:
+        now = time.perf_counter()
+        self.seconds[self._current] = self.seconds.get(self._current, 0.0) + now - self._mark
+        self._mark = now
 
     def __call__(self, step: str) -> None:
+        self._close_current()
+        self._current = step
         self.sc.setLocalProperty(self.DESCRIPTION, f"{self.job}: {step}" + (f"\n{self.base}" if self.base else ""))
 
     def done(self) -> None:
+        self._close_current()
         self.sc.setLocalProperty(self.DESCRIPTION, self.base)
+        if self.timings_log and self.batch_id is not None:
+            append_timings(self.timings_log, {
+                "kind": "handler", "job": self.job, "batch": self.batch_id, "rows": self.rows,
+                "total_s": round(time.perf_counter() - self.started, 4),
+                "steps_s": {k: round(v, 4) for k, v in self.seconds.items()}})
+
+
+_TIMINGS_LOCK = threading.Lock()
+
+
+def append_timings(path: str, record: dict) -> None:
+    """Append one JSON line to the timings log (``streaming.timings_log``): a handler's split
+    (``kind: handler``) or a trigger's phases from Spark's progress (``kind: trigger``)."""
+    line = json.dumps({"at": round(time.time(), 3), **record}) + "\n"
+    with _TIMINGS_LOCK:
+        try:
+            with open(path, "a") as fh:
+                fh.write(line)
+        except OSError as exc:  # a measuring aid must never fail a batch
+            log.debug("could not append to the timings log %s: %s", path, exc)
 
 
 def crash_point(job: str, batch_id: int, point: str) -> None:
@@ -149,10 +185,11 @@ class ProgressLogger(StreamingQueryListener):
     def onQueryStarted(self, event) -> None:
         log.info("%s started (id %s)", event.name or event.id, event.id)
 
-    def __init__(self) -> None:
+    def __init__(self, timings_log: str = "") -> None:
         super().__init__()
         self._logged: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
+        self.timings_log = timings_log
 
     def log_progress(self, progress) -> None:
         """Log one batch once, whether it comes from the listener bus or from ``recentProgress``."""
@@ -163,6 +200,10 @@ class ProgressLogger(StreamingQueryListener):
             self._logged.add(key)
         if progress.numInputRows > 0:
             log.info(progress_line(progress))
+            if self.timings_log:
+                append_timings(self.timings_log, {
+                    "kind": "trigger", "job": progress.name, "batch": progress.batchId,
+                    "rows": progress.numInputRows, "phases_ms": dict(progress.durationMs or {})})
         else:
             log.debug(progress_line(progress))
 
@@ -180,11 +221,11 @@ class ProgressLogger(StreamingQueryListener):
 _LISTENERS: dict[int, ProgressLogger] = {}
 
 
-def install_progress_logger(spark) -> None:
-    """Add the progress logger once per session."""
+def install_progress_logger(spark, timings_log: str = "") -> None:
+    """Add the progress logger once per session (``timings_log``: see :func:`append_timings`)."""
     key = id(spark)
     if key not in _LISTENERS:
-        _LISTENERS[key] = ProgressLogger()
+        _LISTENERS[key] = ProgressLogger(timings_log)
         spark.streams.addListener(_LISTENERS[key])
 
 

@@ -11,7 +11,7 @@ closed yet (``kind = 'window'``). Windows close when their end is at or before t
 time minus ``gold.window_watermark``; a state arriving for a window already closed is counted in
 the log ("late") and left out of the window tables (it is still in silver, live and anomalies).
 
-Exactly once: every table is written with ``txnAppId`` = query id and ``txnVersion`` = batch id,
+Exactly once: every table is written once per (query id, batch id) (``lakehouse.jobs.delta_io``),
 ``gold._state`` last, so a replayed batch recomputes from the same state and skips the writes
 already committed. ``gold.live_flights`` is overwritten once per batch: its versions are the
 history of the sky.
@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
-from lakehouse.jobs.delta_io import app_id, write_delta
+from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms import gold as G
@@ -104,63 +104,77 @@ def _before(moment, duration: str):
 def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
     """foreachBatch handler: one silver micro-batch -> every gold table, then the job state."""
     spark = batch_df.sparkSession
-    app = app_id(spark, checkpoint, "gold")
-    cfg = settings.gold
-    step = JobSteps(spark, "gold")
-    state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
-    scored = None
+    step = JobSteps(spark, "gold", batch_id, settings.streaming.timings_log)
+    release: list = []
     try:
-        step("state, previous states, rules, scores")
-        last = state.where("kind = 'last'").drop("kind")
-        open_windows = state.where("kind = 'window'").drop("kind")
-        prev_newest = last.agg(F.max("event_time")).first()[0]
-        scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
-        scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
-        summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
-                             F.count_if("is_anomaly").alias("anomalies")).first()
-        if summary["n"] == 0:
-            return
-        newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
-
-        windowed = scored.transform(G.with_window(cfg.window_duration))
-        if prev_newest is not None:  # windows closed by an earlier batch take no more states
-            step("late states")
-            on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
-            late = windowed.where(~on_time).count()
-            windowed = windowed.where(on_time)
-        else:
-            late = 0
-        buffer = open_windows.transform(G.with_window(cfg.window_duration)).unionByName(windowed)
-        is_closed = G.closed(_before(newest, cfg.window_watermark))
-        closing = buffer.where(is_closed)
-        still_open = buffer.where(~is_closed).select(F.lit("window").alias("kind"), *G.SCORED_COLUMNS)
-
-        latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
-        new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
-
-        crash_point("gold", batch_id, "before_write")
-        step("write anomalies")
-        write_delta(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app, batch_id)
-        crash_point("gold", batch_id, "after_anomalies")
-        step("write window_stats")
-        write_delta(G.window_stats(closing), table_path(settings, "gold.window_stats"), app, batch_id)
-        crash_point("gold", batch_id, "after_window_stats")
-        step("write country_counts")
-        write_delta(G.country_counts(closing), table_path(settings, "gold.country_counts"), app, batch_id)
-        crash_point("gold", batch_id, "after_country_counts")
-        step("write live_flights")
-        write_delta(G.to_live_flights(latest, _before(newest, cfg.live_window)),
-                    table_path(settings, "gold.live_flights"), app, batch_id, mode="overwrite")
-        crash_point("gold", batch_id, "after_live_flights")
-        # Last: the state a replay of this batch would otherwise read.
-        step("write state")
-        write_delta(new_state, table_path(settings, STATE), app, batch_id, mode="overwrite")
-        crash_point("gold", batch_id, "after_state")
+        process_gold(batch_df, batch_id, settings=settings, app=app_id(spark, checkpoint, "gold"),
+                     checkpoint=checkpoint, writes=BatchWrites(spark, checkpoint, batch_id), step=step,
+                     release=release)
     finally:
         step.done()
-        if scored is not None:
-            scored.unpersist()
-        state.unpersist()
+        for df in release:
+            df.unpersist()
+
+
+def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, checkpoint: str, writes: BatchWrites,
+                 step: JobSteps, release: list) -> None:
+    """Score silver states ``batch_df`` and write every gold table, then the job state, each once
+    per (``app``, ``batch_id``); the model version is recorded under ``checkpoint``. DataFrames
+    persisted here are appended to ``release`` for the caller to unpersist."""
+    spark = batch_df.sparkSession
+    cfg = settings.gold
+    step("read state")
+    state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
+    release.append(state)
+    last = state.where("kind = 'last'").drop("kind")
+    open_windows = state.where("kind = 'window'").drop("kind")
+    prev_newest = last.agg(F.max("event_time")).first()[0]
+    step("model")
+    scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
+    step("previous states, rules, scores")
+    scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
+    release.append(scored)
+    summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
+                         F.count_if("is_anomaly").alias("anomalies")).first()
+    step.rows = summary["n"]
+    if summary["n"] == 0:
+        return
+    newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
+
+    windowed = scored.transform(G.with_window(cfg.window_duration))
+    if prev_newest is not None:  # windows closed by an earlier batch take no more states
+        step("late states")
+        on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
+        late = windowed.where(~on_time).count()
+        windowed = windowed.where(on_time)
+    else:
+        late = 0
+    buffer = open_windows.transform(G.with_window(cfg.window_duration)).unionByName(windowed)
+    is_closed = G.closed(_before(newest, cfg.window_watermark))
+    closing = buffer.where(is_closed)
+    still_open = buffer.where(~is_closed).select(F.lit("window").alias("kind"), *G.SCORED_COLUMNS)
+
+    latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
+    new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
+
+    crash_point("gold", batch_id, "before_write")
+    step("write anomalies")
+    writes(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app)
+    crash_point("gold", batch_id, "after_anomalies")
+    step("write window_stats")
+    writes(G.window_stats(closing), table_path(settings, "gold.window_stats"), app)
+    crash_point("gold", batch_id, "after_window_stats")
+    step("write country_counts")
+    writes(G.country_counts(closing), table_path(settings, "gold.country_counts"), app)
+    crash_point("gold", batch_id, "after_country_counts")
+    step("write live_flights")
+    writes(G.to_live_flights(latest, _before(newest, cfg.live_window)), table_path(settings, "gold.live_flights"),
+           app, mode="overwrite")
+    crash_point("gold", batch_id, "after_live_flights")
+    # Last: the state a replay of this batch would otherwise read.
+    step("write state")
+    writes(new_state, table_path(settings, STATE), app, mode="overwrite")
+    crash_point("gold", batch_id, "after_state")
     log.info("gold batch %d: %d states, %d anomalies, newest event %s%s", batch_id, summary["n"],
              summary["anomalies"], newest, f", {late} late for closed windows" if late else "")
 

@@ -9,7 +9,7 @@ writes both outputs of each micro-batch, so every bronze row is counted exactly 
 dropped per batch are kept in ``silver._dedup_stats`` (with the rows in and out), which
 ``opensky-lakehouse status`` sums.
 
-Exactly once: each table is written with ``txnAppId`` = query id and ``txnVersion`` = batch id,
+Exactly once: each table is written once per (query id, batch id) (``lakehouse.jobs.delta_io``),
 so a replayed batch skips what it already committed. The only state the batch reads is
 ``silver.flights`` (known keys) and ``silver._dedup_stats`` (the watermark, of earlier batches
 only); ``silver.flights`` is written last, so a replay recomputes exactly what the first attempt
@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
-from lakehouse.jobs.delta_io import app_id, write_delta
+from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.silver import drop_duplicates, parse_and_validate, to_flights, to_quarantine
@@ -58,55 +58,79 @@ def dedup_horizon(spark, settings: Settings, app: str, batch_id: int):
 def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
     """foreachBatch handler: one bronze micro-batch -> flights, quarantine, dedup stats."""
     spark = batch_df.sparkSession
-    app = app_id(spark, checkpoint, "silver")
-    step = JobSteps(spark, "silver")
-    parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
+    step = JobSteps(spark, "silver", batch_id, settings.streaming.timings_log)
+    release: list = []
     try:
-        step("parse and validate")
-        counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
-                  .count().collect()}
-        n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
-        if n_in == 0:
-            return
-        horizon = dedup_horizon(spark, settings, app, batch_id)
-        known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
-        if horizon is not None:  # partition pruning by date, file skipping by event_time stats
-            known = known.where((F.col("event_date") >= F.to_date(F.lit(horizon)))
-                                & (F.col("event_time") >= F.lit(horizon)))
-        step("deduplicate")
-        good = to_flights(parsed).persist()
-        flights = good.transform(drop_duplicates(known, horizon)).persist()
-        try:
-            n_flights = flights.count()
-            late = F.col("event_time") < F.lit(horizon) if horizon is not None else F.lit(False)
-            summary = good.agg(F.max("event_time").alias("max_event_time"),
-                               F.count_if(late).alias("late")).first()
-            stats = spark.createDataFrame(
-                [(app, batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
-                  summary["late"], summary["max_event_time"])],
-                "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
-                "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
-            ).withColumn("committed_at", F.current_timestamp())
-            # Order matters: flights (the state the next attempt reads) is committed last.
-            crash_point("silver", batch_id, "before_write")
-            step("write quarantine")
-            write_delta(to_quarantine(parsed), table_path(settings, QUARANTINE), app, batch_id)
-            crash_point("silver", batch_id, "after_quarantine")
-            step("write dedup stats")
-            write_delta(stats, table_path(settings, STATS), app, batch_id)
-            crash_point("silver", batch_id, "after_stats")
-            step("write flights")
-            write_delta(flights, table_path(settings, FLIGHTS), app, batch_id)
-            crash_point("silver", batch_id, "after_flights")
-        finally:
-            flights.unpersist()
-            good.unpersist()
+        process_silver(batch_df, batch_id, settings=settings, app=app_id(spark, checkpoint, "silver"),
+                       writes=BatchWrites(spark, checkpoint, batch_id), step=step, release=release)
     finally:
         step.done()
-        parsed.unpersist()
+        for df in release:
+            df.unpersist()
+
+
+def process_silver(batch_df, batch_id: int, *, settings: Settings, app: str, writes: BatchWrites, step: JobSteps,
+                   release: list):
+    """Parse, validate and deduplicate bronze rows ``batch_df``; write quarantine, dedup stats,
+    then flights, each once per (``app``, ``batch_id``). Returns the flights written (persisted:
+    the caller unpersists everything appended to ``release``; the flights are a local checkpoint),
+    or None for an empty batch."""
+    spark = batch_df.sparkSession
+    step("parse and validate")
+    parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
+    release.append(parsed)
+    counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
+              .count().collect()}
+    n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
+    step.rows = n_in
+    if n_in == 0:
+        return None
+    step("dedup horizon")
+    horizon = dedup_horizon(spark, settings, app, batch_id)
+    good = to_flights(parsed).persist()
+    release.append(good)
+    span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
+    known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
+    if horizon is not None and span["hi"] is None:  # no valid row: nothing to look up
+        known = known.where(F.lit(False))
+    elif horizon is not None:
+        # A row can only duplicate a known row of its own event time: look up the silver keys
+        # between the batch's oldest (not before the horizon) and newest event time. Partition
+        # pruning by date and file skipping by event_time statistics read the last minute or so
+        # of silver, not the whole watermark's worth (10 minutes: 600,000 rows at 1,000/s).
+        lo = max(horizon, span["lo"])
+        known = known.where(F.col("event_date").between(F.to_date(F.lit(lo)), F.to_date(F.lit(span["hi"])))
+                            & F.col("event_time").between(F.lit(lo), F.lit(span["hi"])))
+    step("deduplicate")
+    # Materialized with its lineage cut: writing silver.flights below re-caches every cached plan
+    # that reads the table, and the flights of this batch read it (the known keys); recomputed
+    # after the write they would all be duplicates of themselves. The pipeline hands them to gold.
+    flights = good.transform(drop_duplicates(known, horizon)).localCheckpoint(eager=True)
+    n_flights = flights.count()
+    late = F.col("event_time") < F.lit(horizon) if horizon is not None else F.lit(False)
+    step("batch summary")
+    summary = {"max_event_time": span["hi"], "late": good.where(late).count() if horizon is not None else 0}
+    stats = spark.createDataFrame(
+        [(app, batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
+          summary["late"], summary["max_event_time"])],
+        "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
+        "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
+    ).withColumn("committed_at", F.current_timestamp())
+    # Order matters: flights (the state the next attempt reads) is committed last.
+    crash_point("silver", batch_id, "before_write")
+    step("write quarantine")
+    writes(to_quarantine(parsed), table_path(settings, QUARANTINE), app)
+    crash_point("silver", batch_id, "after_quarantine")
+    step("write dedup stats")
+    writes(stats, table_path(settings, STATS), app)
+    crash_point("silver", batch_id, "after_stats")
+    step("write flights")
+    writes(flights, table_path(settings, FLIGHTS), app)
+    crash_point("silver", batch_id, "after_flights")
     log.info("silver batch %d: %d bronze rows -> %d flights, %d quarantined, %d duplicates dropped%s",
              batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights,
              f", {summary['late']} too late to check" if summary["late"] else "")
+    return flights
 
 
 def read_bronze(spark, settings: Settings):
