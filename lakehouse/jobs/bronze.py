@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-from lakehouse.catalog import checkpoint_path
+from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, query_id
 from lakehouse.settings import Settings
@@ -58,7 +58,7 @@ def write_bronze_batch(batch_df, batch_id: int, *, path: str, checkpoint: str, t
 
 def start(spark, settings: Settings, once: bool = False) -> list:
     path = ensure_table(spark, settings, TABLE)
-    checkpoint = checkpoint_path(settings, "bronze", "opensky_states")
+    checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["bronze"])
     query = (
         read_kafka(spark, settings)
         .transform(kafka_to_bronze)

@@ -26,7 +26,7 @@ from functools import partial
 
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import checkpoint_path, table_path
+from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
@@ -189,7 +189,7 @@ def read_silver(spark, settings: Settings):
 def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, *OUTPUTS, STATE):
         ensure_table(spark, settings, name)
-    checkpoint = checkpoint_path(settings, "gold", "gold")
+    checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["gold"])
     query = (
         read_silver(spark, settings)
         .writeStream.foreachBatch(partial(write_gold_batch, settings=settings, checkpoint=checkpoint))

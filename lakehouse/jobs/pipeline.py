@@ -30,20 +30,17 @@ from functools import partial
 from lakehouse.catalog import PIPELINE_CHECKPOINT, checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, silver
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
-from lakehouse.jobs.delta_io import BatchWrites, query_id
+from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
 
 log = logging.getLogger("lakehouse.jobs")
-# The layer jobs' points, in the order the handler passes them (lakehouse.jobs.common.CRASH_ENV).
-CRASH_POINTS = {"bronze": bronze.CRASH_POINTS, "silver": silver.CRASH_POINTS, "gold": gold.CRASH_POINTS}
 
 
 def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
     """foreachBatch handler: Kafka records -> bronze -> silver -> gold, each table once per batch."""
     spark = batch_df.sparkSession
-    qid = query_id(spark, checkpoint)
     step = JobSteps(spark, "pipeline", batch_id, settings.streaming.timings_log)
     release: list = []
     try:
@@ -52,13 +49,13 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
         crash_point("bronze", batch_id, "before_write")
         step("write bronze")
         writes = BatchWrites(spark, checkpoint, batch_id)
-        writes(records, table_path(settings, bronze.TABLE), f"bronze-{qid}")
+        writes(records, table_path(settings, bronze.TABLE), app_id(spark, checkpoint, "bronze"))
         crash_point("bronze", batch_id, "after_write")
-        flights = silver.process_silver(records, batch_id, settings=settings, app=f"silver-{qid}", writes=writes,
-                                        step=step, release=release)
+        flights = silver.process_silver(records, batch_id, settings=settings, app=app_id(spark, checkpoint, "silver"),
+                                        writes=writes, step=step, release=release)
         if flights is not None:
-            gold.process_gold(flights, batch_id, settings=settings, app=f"gold-{qid}", checkpoint=checkpoint,
-                              writes=writes, step=step, release=release)
+            gold.process_gold(flights, batch_id, settings=settings, app=app_id(spark, checkpoint, "gold"),
+                              checkpoint=checkpoint, writes=writes, step=step, release=release)
     finally:
         step.done()
         for df in release:

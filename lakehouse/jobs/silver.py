@@ -30,7 +30,7 @@ from functools import partial
 
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import checkpoint_path, table_path
+from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
@@ -143,7 +143,7 @@ def read_bronze(spark, settings: Settings):
 def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
         ensure_table(spark, settings, name)
-    checkpoint = checkpoint_path(settings, "silver", "flights")
+    checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["silver"])
     query = (
         read_bronze(spark, settings)
         .writeStream.foreachBatch(partial(write_silver_batch, settings=settings, checkpoint=checkpoint))
