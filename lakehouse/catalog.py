@@ -71,6 +71,12 @@ _STATE_COLUMNS = """
 _SCORED_COLUMNS = """, rules array<string>, rule_anomaly boolean, anomaly_score double,
     ml_anomaly boolean, is_anomaly boolean, model_version string"""
 
+# An open window's states of one aircraft (and origin country), summed: what the window tables
+# need to be exact (distinct aircraft, reports, averages as sum / count) without keeping the states.
+_WINDOW_PARTIAL_COLUMNS = """, window_start timestamp, window_end timestamp, reports bigint,
+    airborne boolean, flagged boolean, velocity_sum double, velocity_n bigint,
+    vertical_rate_sum double, vertical_rate_n bigint, baro_altitude_sum double, baro_altitude_n bigint"""
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -148,10 +154,10 @@ TABLES: dict[str, Table] = {
         Table(
             name="gold._state",
             partition_by=(),
-            keys=("kind", "icao24", "event_time"),
-            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS,
-            description="Gold job state: each aircraft's last state (kind 'last') and the states of "
-            "windows not closed yet (kind 'window'); rewritten each batch.",
+            keys=("kind", "icao24", "event_time", "window_start", "origin_country"),
+            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS + _WINDOW_PARTIAL_COLUMNS,
+            description="Gold job state: each aircraft's last state (kind 'last') and, per window not "
+            "closed yet, each aircraft's states summed (kind 'window'); rewritten each batch.",
         ),
     )
 }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.transforms import gold as G
@@ -91,11 +92,19 @@ def test_window_counts_are_distinct_aircraft(spark, scored, base_settings):
         "s long, e long, aircraft long, airborne long, position_reports long, avg_velocity double, "
         "avg_vertical_rate double, avg_baro_altitude double, anomalies long",
     ).selectExpr("timestamp_seconds(s) AS window_start", "timestamp_seconds(e) AS window_end", "*").drop("s", "e")
-    assertDataFrameEqual(G.window_stats(windowed), expected)
+    partials = G.window_partials(windowed)
+    assertDataFrameEqual(G.window_stats(partials), expected)
     countries = {(r.window_start.timestamp(), r.origin_country): (r.aircraft, r.airborne, r.position_reports)
-                 for r in G.country_counts(windowed).collect()}
+                 for r in G.country_counts(partials).collect()}
     assert countries == {(T0, "Germany"): (1, 1, 3), (T0, "France"): (1, 0, 1), (T0, "unknown"): (1, 1, 1),
                          (T0 + 120, "Germany"): (1, 1, 1)}
+    # The same states summed in two batches (an aircraft's window split across them), then merged.
+    early = f"event_time < timestamp_seconds({T0 + 40})"
+    first, second = G.window_partials(windowed.where(early)), G.window_partials(windowed.where(f"NOT ({early})"))
+    merged = G.merge_partials(first.unionByName(second))
+    assert merged.count() == partials.count() < first.count() + second.count()
+    assertDataFrameEqual(G.window_stats(merged), expected)
+    assertDataFrameEqual(G.country_counts(merged), G.country_counts(partials))
 
 
 def test_latest_state_per_aircraft_within_the_live_window(spark, scored):
@@ -150,3 +159,18 @@ def test_previous_state_across_micro_batches_equals_the_training_path(spark, bas
         assert (a.isna() == b.isna()).all(), c
         assert (a[a.notna()] == b[b.notna()]).all(), c
     flights.unpersist()
+
+
+def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, base_settings):
+    """``gold._state`` written by an older version held the open windows' states themselves."""
+    from lakehouse.jobs.gold import open_partials
+
+    states = scored([*track("000001", T0, 3, step=40), state("000002", T0 + 5, on_ground=True)])
+    old_state = states.selectExpr("'window' AS kind", "*").unionByName(
+        states.limit(1).selectExpr("'last' AS kind", "*"))
+    assert "reports" not in old_state.columns
+    windowed = states.transform(G.with_window(base_settings.gold.window_duration))
+    assertDataFrameEqual(open_partials(old_state, base_settings.gold.window_duration), G.window_partials(windowed))
+    new_state = G.window_partials(windowed).withColumn("kind", F.lit("window")).unionByName(
+        states.withColumn("kind", F.lit("last")), allowMissingColumns=True)
+    assertDataFrameEqual(open_partials(new_state, base_settings.gold.window_duration), G.window_partials(windowed))

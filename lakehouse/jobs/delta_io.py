@@ -123,8 +123,8 @@ class BatchWrites:
         if self.replay:
             log.info("batch %d of %s is a replay: tables that already hold it are skipped", batch_id, checkpoint)
 
-    def __call__(self, df, path: str, app: str, mode: str = "append") -> None:
-        write_delta(df, path, app, self.batch_id, mode=mode, replay=self.replay)
+    def __call__(self, df, path: str, app: str, mode: str = "append", options: dict | None = None) -> None:
+        write_delta(df, path, app, self.batch_id, mode=mode, replay=self.replay, options=options)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -132,19 +132,20 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 def write_delta(df, path: str, app: str, batch_id: int, mode: str = "append", attempts: int = 5,
-                replay: bool = True) -> None:
+                replay: bool = True, options: dict | None = None) -> None:
     """Write ``df`` to the Delta table at ``path`` once per (``app``, ``batch_id``).
 
     ``replay=False`` (no attempt of this batch started before: see :func:`begin_batch`) writes
     with the batch's tag only; ``replay=True`` first skips a table that holds the tag, then writes
     with ``txnAppId``/``txnVersion`` too. A conflicting concurrent commit (``maintain`` compacting
     the table meanwhile) fails before anything is committed and is retried with backoff, at most
-    ``attempts`` times.
+    ``attempts`` times. ``options`` are further Delta writer options.
     """
     if replay and committed(df.sparkSession, path, app, batch_id):
         log.info("%s: batch %d of %s already committed, skipped", path, batch_id, app)
         return
-    writer = df.write.format("delta").mode(mode).option("userMetadata", batch_tag(app, batch_id))
+    writer = df.write.format("delta").mode(mode).options(**(options or {})).option(
+        "userMetadata", batch_tag(app, batch_id))
     if replay:
         writer = writer.option("txnAppId", app).option("txnVersion", batch_id)
     for attempt in range(1, attempts + 1):

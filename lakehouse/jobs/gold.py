@@ -6,8 +6,8 @@ Run: ``opensky-lakehouse run gold [--once]`` or
 One streaming query reads silver as a Delta stream; one handler, :func:`write_gold_batch`,
 scores the new states (rules, then the scoring step) and writes every gold table. The job's
 state lives in ``gold._state`` (Delta): each aircraft's last state (``kind = 'last'``, for
-``position_jump`` across micro-batches and for the live view) and the states of windows not
-closed yet (``kind = 'window'``). Windows close when their end is at or before the newest event
+``position_jump`` across micro-batches and for the live view) and, for each window not closed
+yet, each aircraft's states summed (``kind = 'window'``, see ``lakehouse.transforms.gold``). Windows close when their end is at or before the newest event
 time minus ``gold.window_watermark``; a state arriving for a window already closed is counted in
 the log ("late") and left out of the window tables (it is still in silver, live and anomalies).
 
@@ -101,6 +101,19 @@ def _before(moment, duration: str):
     return F.lit(moment) - F.expr(f"INTERVAL {duration}")
 
 
+def open_partials(state, window_duration: str):
+    """The open windows' partials (``kind = 'window'``) of the state table ``state``.
+
+    A state written before windows were kept as partials holds the open windows' states
+    themselves (and no ``reports`` column): those are summed here, and the batch's overwrite of
+    the state moves the table to the new schema.
+    """
+    windows = state.where("kind = 'window'")
+    if "reports" in state.columns:
+        return windows.select(*G.PARTIAL_COLUMNS)
+    return windows.select(*G.SCORED_COLUMNS).transform(G.with_window(window_duration)).transform(G.window_partials)
+
+
 def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
     """foreachBatch handler: one silver micro-batch -> every gold table, then the job state."""
     spark = batch_df.sparkSession
@@ -126,8 +139,8 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
     step("read state")
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     release.append(state)
-    last = state.where("kind = 'last'").drop("kind")
-    open_windows = state.where("kind = 'window'").drop("kind")
+    last = state.where("kind = 'last'").select(*G.SCORED_COLUMNS)
+    open_windows = open_partials(state, cfg.window_duration)
     prev_newest = last.agg(F.max("event_time")).first()[0]
     step("model")
     scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
@@ -149,13 +162,16 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
         windowed = windowed.where(on_time)
     else:
         late = 0
-    buffer = open_windows.transform(G.with_window(cfg.window_duration)).unionByName(windowed)
+    step("window partials")
+    buffer = G.merge_partials(open_windows.unionByName(G.window_partials(windowed))).persist()
+    release.append(buffer)
     is_closed = G.closed(_before(newest, cfg.window_watermark))
     closing = buffer.where(is_closed)
-    still_open = buffer.where(~is_closed).select(F.lit("window").alias("kind"), *G.SCORED_COLUMNS)
+    still_open = buffer.where(~is_closed).withColumn("kind", F.lit("window"))
 
     latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
-    new_state = latest.select(F.lit("last").alias("kind"), *G.SCORED_COLUMNS).unionByName(still_open)
+    new_state = (latest.withColumn("kind", F.lit("last"))
+                 .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
 
     crash_point("gold", batch_id, "before_write")
     step("write anomalies")
@@ -173,7 +189,7 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
     crash_point("gold", batch_id, "after_live_flights")
     # Last: the state a replay of this batch would otherwise read.
     step("write state")
-    writes(new_state, table_path(settings, STATE), app, mode="overwrite")
+    writes(new_state, table_path(settings, STATE), app, mode="overwrite", options={"overwriteSchema": "true"})
     crash_point("gold", batch_id, "after_state")
     log.info("gold batch %d: %d states, %d anomalies, newest event %s%s", batch_id, summary["n"],
              summary["anomalies"], newest, f", {late} late for closed windows" if late else "")

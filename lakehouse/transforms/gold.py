@@ -9,9 +9,12 @@ Scoring is a chain of ``df.transform`` steps (:func:`score_states`)::
 ``scoring`` adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``; :func:`no_model` (rules
 only) keeps them null/false until a model step is passed in its place.
 
-Windows are tumbling on ``event_time``; a window is aggregated only once it is closed (its end
-at or before the watermark), from all of its states gathered over any number of micro-batches,
-so its counts are exact distinct aircraft.
+Windows are tumbling on ``event_time``. While a window is open, the job keeps, per aircraft and
+origin country, its states summed (:func:`window_partials`: reports, whether airborne or
+flagged, sums and counts of the averaged values), merged batch by batch
+(:func:`merge_partials`); a window is aggregated only once it is closed (its end at or before
+the watermark), from those partials, so its counts are exact distinct aircraft and its averages
+sum / count over all of its states, without keeping the states themselves.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ WINDOWS = table("gold.window_stats")
 COUNTRIES = table("gold.country_counts")
 STATE = table("gold._state")
 # A scored state: the silver state columns plus rules, ML score and flags.
-SCORED_COLUMNS = [c for c in STATE.columns if c != "kind"]
+SCORED_COLUMNS = [c for c in LIVE.columns if c != "updated_at"]
+# One open window's states of one aircraft, summed (the ``kind = 'window'`` rows of the state).
+PARTIAL_KEYS = ["window_start", "window_end", "icao24", "origin_country"]
+PARTIAL_COLUMNS = [c for c in STATE.columns if c not in SCORED_COLUMNS or c in PARTIAL_KEYS][1:]
+_AVERAGED = ("velocity", "vertical_rate", "baro_altitude")
 UNKNOWN_COUNTRY = "unknown"
 
 Step = Callable[[DataFrame], DataFrame]
@@ -119,32 +126,60 @@ def with_window(duration: str) -> Step:
     )
 
 
+def window_partials(states: DataFrame) -> DataFrame:
+    """Windowed states (see :func:`with_window`) -> one row per window, aircraft and origin
+    country: :data:`PARTIAL_COLUMNS`."""
+    sums = [agg for c in _AVERAGED for agg in (F.sum(c).alias(f"{c}_sum"), F.count(c).alias(f"{c}_n"))]
+    return (
+        states.withColumn("origin_country", F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)))
+        .groupBy(*PARTIAL_KEYS)
+        .agg(F.count(F.lit(1)).alias("reports"),
+             F.coalesce(F.bool_or(F.col("on_ground") == F.lit(False)), F.lit(False)).alias("airborne"),
+             F.coalesce(F.bool_or("is_anomaly"), F.lit(False)).alias("flagged"),
+             *sums)
+        .select(*PARTIAL_COLUMNS)
+    )
+
+
+def merge_partials(partials: DataFrame) -> DataFrame:
+    """Partials of the same window, aircraft and country (from several batches) -> one row each."""
+    sums = [F.sum(c).alias(c) for c in PARTIAL_COLUMNS if c.endswith(("_sum", "_n")) or c == "reports"]
+    return (
+        partials.groupBy(*PARTIAL_KEYS)
+        .agg(F.bool_or("airborne").alias("airborne"), F.bool_or("flagged").alias("flagged"), *sums)
+        .select(*PARTIAL_COLUMNS)
+    )
+
+
+def _average(c: str) -> Column:
+    n = F.sum(f"{c}_n")
+    return F.when(n > 0, F.sum(f"{c}_sum") / n).alias(f"avg_{c}")
+
+
 def _counts() -> list[Column]:
     return [
         F.count_distinct("icao24").alias("aircraft"),
-        F.count_distinct(F.when(F.col("on_ground") == F.lit(False), F.col("icao24"))).alias("airborne"),
-        F.count(F.lit(1)).alias("position_reports"),
-        F.avg("velocity").alias("avg_velocity"),
+        F.count_distinct(F.when(F.col("airborne"), F.col("icao24"))).alias("airborne"),
+        F.sum("reports").alias("position_reports"),
+        _average("velocity"),
     ]
 
 
-def window_stats(states: DataFrame) -> DataFrame:
-    """Windowed states (see :func:`with_window`) -> ``gold.window_stats``, one row per window."""
+def window_stats(partials: DataFrame) -> DataFrame:
+    """Window partials (see :func:`window_partials`) -> ``gold.window_stats``, one row per window."""
     return (
-        states.groupBy("window_start", "window_end")
-        .agg(*_counts(), F.avg("vertical_rate").alias("avg_vertical_rate"),
-             F.avg("baro_altitude").alias("avg_baro_altitude"),
-             F.count_distinct(F.when(F.col("is_anomaly"), F.col("icao24"))).alias("anomalies"))
+        partials.groupBy("window_start", "window_end")
+        .agg(*_counts(), _average("vertical_rate"), _average("baro_altitude"),
+             F.count_distinct(F.when(F.col("flagged"), F.col("icao24"))).alias("anomalies"))
         .select(*WINDOWS.columns)
     )
 
 
-def country_counts(states: DataFrame) -> DataFrame:
-    """Windowed states -> ``gold.country_counts``, one row per window and origin country."""
+def country_counts(partials: DataFrame) -> DataFrame:
+    """Window partials -> ``gold.country_counts``, one row per window and origin country."""
     return (
-        states.withColumn("origin_country", F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)))
-        .groupBy("window_start", "window_end", "origin_country")
-        .agg(*_counts(), F.avg("baro_altitude").alias("avg_baro_altitude"))
+        partials.groupBy("window_start", "window_end", "origin_country")
+        .agg(*_counts(), _average("baro_altitude"))
         .select(*COUNTRIES.columns)
     )
 
