@@ -74,6 +74,7 @@ class SparkSettings:
     driver_memory: str
     log_level: str
     ui_enabled: bool
+    codegen: bool
     cache_dir: str
     extra_packages: str
     extra_conf: str

@@ -167,6 +167,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.warehouse.dir": join_path(settings.storage.root, "_catalog"),
         "spark.driver.memory": settings.spark.driver_memory,
         "spark.ui.enabled": str(settings.spark.ui_enabled).lower(),
+        # spark.codegen (conf/default.yaml): off, no per-trigger compilation of generated code.
+        "spark.sql.codegen.wholeStage": str(settings.spark.codegen).lower(),
+        "spark.sql.codegen.factoryMode": "FALLBACK" if settings.spark.codegen else "NO_CODEGEN",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}",
         "spark.sql.streaming.stateStore.providerClass": (
