@@ -161,9 +161,10 @@ def test_previous_state_across_micro_batches_equals_the_training_path(spark, bas
     flights.unpersist()
 
 
-def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, base_settings):
+def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, base_settings, tmp_path):
     """``gold._state`` written by an older version held the open windows' states themselves."""
-    from lakehouse.jobs.gold import open_partials
+    from lakehouse.jobs.delta_io import write_delta
+    from lakehouse.jobs.gold import is_legacy_state, open_partials
 
     states = scored([*track("000001", T0, 3, step=40), state("000002", T0 + 5, on_ground=True)])
     old_state = states.selectExpr("'window' AS kind", "*").unionByName(
@@ -174,3 +175,13 @@ def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, b
     new_state = G.window_partials(windowed).withColumn("kind", F.lit("window")).unionByName(
         states.withColumn("kind", F.lit("last")), allowMissingColumns=True)
     assertDataFrameEqual(open_partials(new_state, base_settings.gold.window_duration), G.window_partials(windowed))
+    # On Delta: the legacy table is recognised and the first overwrite moves it to the new schema.
+    path = str(tmp_path / "state")
+    old_state.write.format("delta").save(path)
+    legacy = spark.read.format("delta").load(path)
+    assert is_legacy_state(legacy)
+    write_delta(new_state.select(*G.STATE.columns), path, "gold-test", 0, mode="overwrite", replay=False,
+                options={"overwriteSchema": "true"})
+    migrated = spark.read.format("delta").load(path)
+    assert not is_legacy_state(migrated) and migrated.columns == G.STATE.columns
+    assertDataFrameEqual(open_partials(migrated, base_settings.gold.window_duration), G.window_partials(windowed))

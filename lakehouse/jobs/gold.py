@@ -7,9 +7,10 @@ One streaming query reads silver as a Delta stream; one handler, :func:`write_go
 scores the new states (rules, then the scoring step) and writes every gold table. The job's
 state lives in ``gold._state`` (Delta): each aircraft's last state (``kind = 'last'``, for
 ``position_jump`` across micro-batches and for the live view) and, for each window not closed
-yet, each aircraft's states summed (``kind = 'window'``, see ``lakehouse.transforms.gold``). Windows close when their end is at or before the newest event
-time minus ``gold.window_watermark``; a state arriving for a window already closed is counted in
-the log ("late") and left out of the window tables (it is still in silver, live and anomalies).
+yet, each aircraft's states summed (``kind = 'window'``, see ``lakehouse.transforms.gold``).
+Windows close when their end is at or before the newest event time minus
+``gold.window_watermark``; a state arriving for a window already closed is counted in the log
+("late") and left out of the window tables (it is still in silver, live and anomalies).
 
 Exactly once: every table is written once per (query id, batch id) (``lakehouse.jobs.delta_io``),
 ``gold._state`` last, so a replayed batch recomputes from the same state and skips the writes
@@ -101,15 +102,20 @@ def _before(moment, duration: str):
     return F.lit(moment) - F.expr(f"INTERVAL {duration}")
 
 
+def is_legacy_state(state) -> bool:
+    """Whether ``gold._state`` predates window partials (it has no ``reports`` column)."""
+    return "reports" not in state.columns
+
+
 def open_partials(state, window_duration: str):
     """The open windows' partials (``kind = 'window'``) of the state table ``state``.
 
-    A state written before windows were kept as partials holds the open windows' states
-    themselves (and no ``reports`` column): those are summed here, and the batch's overwrite of
-    the state moves the table to the new schema.
+    A state written before windows were kept as partials (:func:`is_legacy_state`) holds the
+    open windows' states themselves: those are summed here, and the batch's overwrite of the
+    state moves the table to the new schema.
     """
     windows = state.where("kind = 'window'")
-    if "reports" in state.columns:
+    if not is_legacy_state(state):
         return windows.select(*G.PARTIAL_COLUMNS)
     return windows.select(*G.SCORED_COLUMNS).transform(G.with_window(window_duration)).transform(G.window_partials)
 
@@ -189,7 +195,8 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
     crash_point("gold", batch_id, "after_live_flights")
     # Last: the state a replay of this batch would otherwise read.
     step("write state")
-    writes(new_state, table_path(settings, STATE), app, mode="overwrite", options={"overwriteSchema": "true"})
+    migrate = {"overwriteSchema": "true"} if is_legacy_state(state) else None
+    writes(new_state, table_path(settings, STATE), app, mode="overwrite", options=migrate)
     crash_point("gold", batch_id, "after_state")
     log.info("gold batch %d: %d states, %d anomalies, newest event %s%s", batch_id, summary["n"],
              summary["anomalies"], newest, f", {late} late for closed windows" if late else "")
