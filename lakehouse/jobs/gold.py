@@ -13,9 +13,9 @@ Windows close when their end is at or before the newest event time minus
 ("late") and left out of the window tables (it is still in silver, live and anomalies).
 
 Exactly once: every table is written once per (query id, batch id) (``lakehouse.jobs.delta_io``),
-``gold._state`` last, so a replayed batch recomputes from the same state and skips the writes
-already committed. ``gold.live_flights`` is overwritten once per batch: its versions are the
-history of the sky.
+``gold.live_flights`` first (what the map shows), ``gold._state`` last, so a replayed batch
+recomputes from the same state and skips the writes already committed. ``gold.live_flights`` is
+overwritten once per batch: its versions are the history of the sky.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from functools import partial
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
@@ -39,8 +41,8 @@ OUTPUTS = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.cou
 STATE = "gold._state"
 log = logging.getLogger("lakehouse.jobs")
 # Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
-CRASH_POINTS = ("before_write", "after_anomalies", "after_window_stats", "after_country_counts",
-                "after_live_flights", "after_state")
+CRASH_POINTS = ("before_write", "after_live_flights", "after_anomalies", "after_window_stats",
+                "after_country_counts", "after_state")
 
 
 def scoring_step(spark, settings: Settings):
@@ -140,6 +142,59 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
     """Score silver states ``batch_df`` and write every gold table, then the job state, each once
     per (``app``, ``batch_id``); the model version is recorded under ``checkpoint``. DataFrames
     persisted here are appended to ``release`` for the caller to unpersist."""
+    batch = prepare_gold(batch_df, batch_id, settings=settings, checkpoint=checkpoint, app=app, step=step,
+                         release=release)
+    if batch is not None:
+        batch.write_live(writes, step)
+        batch.write_rest(writes, step)
+
+
+@dataclass
+class GoldBatch:
+    """One micro-batch's gold outputs, computed, not written yet (:func:`prepare_gold`).
+
+    Written in two parts: :meth:`write_live` (``gold.live_flights``, first: what the map shows)
+    and :meth:`write_rest` (anomalies, window and country counts, then, last, the job state).
+    """
+
+    settings: Settings
+    app: str
+    batch_id: int
+    live_flights: DataFrame
+    anomalies: DataFrame
+    window_stats: DataFrame
+    country_counts: DataFrame
+    state: DataFrame
+    migrate: bool
+    message: str
+
+    def _write(self, writes: BatchWrites, step: JobSteps, name: str, df, **kwargs) -> None:
+        step(f"write {name.split('.', 1)[1]}")
+        writes(df, table_path(self.settings, name), self.app, **kwargs)
+
+    def write_live(self, writes: BatchWrites, step: JobSteps) -> None:
+        crash_point("gold", self.batch_id, "before_write")
+        self._write(writes, step, "gold.live_flights", self.live_flights, mode="overwrite")
+        crash_point("gold", self.batch_id, "after_live_flights")
+
+    def write_rest(self, writes: BatchWrites, step: JobSteps) -> None:
+        for name, df in (("gold.anomalies", self.anomalies), ("gold.window_stats", self.window_stats),
+                         ("gold.country_counts", self.country_counts)):
+            self._write(writes, step, name, df)
+            crash_point("gold", self.batch_id, f"after_{name.split('.', 1)[1]}")
+        # Last: the state a replay of this batch would otherwise read.
+        step("write state")
+        writes(self.state, table_path(self.settings, STATE), self.app, mode="overwrite",
+               options={"overwriteSchema": "true"} if self.migrate else None)
+        crash_point("gold", self.batch_id, "after_state")
+        log.info(self.message)
+
+
+def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
+                 release: list) -> GoldBatch | None:
+    """Score silver states ``batch_df`` against the job state and compute every gold output
+    (None for an empty batch); the model version is recorded under ``checkpoint``. DataFrames
+    persisted here are appended to ``release`` for the caller to unpersist."""
     spark = batch_df.sparkSession
     cfg = settings.gold
     step("read state")
@@ -157,7 +212,7 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
                          F.count_if("is_anomaly").alias("anomalies")).first()
     step.rows = summary["n"]
     if summary["n"] == 0:
-        return
+        return None
     newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
 
     windowed = scored.transform(G.with_window(cfg.window_duration))
@@ -178,28 +233,13 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
     latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
     new_state = (latest.withColumn("kind", F.lit("last"))
                  .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
-
-    crash_point("gold", batch_id, "before_write")
-    step("write anomalies")
-    writes(G.to_anomalies(scored), table_path(settings, "gold.anomalies"), app)
-    crash_point("gold", batch_id, "after_anomalies")
-    step("write window_stats")
-    writes(G.window_stats(closing), table_path(settings, "gold.window_stats"), app)
-    crash_point("gold", batch_id, "after_window_stats")
-    step("write country_counts")
-    writes(G.country_counts(closing), table_path(settings, "gold.country_counts"), app)
-    crash_point("gold", batch_id, "after_country_counts")
-    step("write live_flights")
-    writes(G.to_live_flights(latest, _before(newest, cfg.live_window)), table_path(settings, "gold.live_flights"),
-           app, mode="overwrite")
-    crash_point("gold", batch_id, "after_live_flights")
-    # Last: the state a replay of this batch would otherwise read.
-    step("write state")
-    migrate = {"overwriteSchema": "true"} if is_legacy_state(state) else None
-    writes(new_state, table_path(settings, STATE), app, mode="overwrite", options=migrate)
-    crash_point("gold", batch_id, "after_state")
-    log.info("gold batch %d: %d states, %d anomalies, newest event %s%s", batch_id, summary["n"],
-             summary["anomalies"], newest, f", {late} late for closed windows" if late else "")
+    message = (f"gold batch {batch_id}: {summary['n']} states, {summary['anomalies']} anomalies, "
+               f"newest event {newest}" + (f", {late} late for closed windows" if late else ""))
+    return GoldBatch(settings, app, batch_id,
+                     live_flights=G.to_live_flights(latest, _before(newest, cfg.live_window)),
+                     anomalies=G.to_anomalies(scored), window_stats=G.window_stats(closing),
+                     country_counts=G.country_counts(closing), state=new_state,
+                     migrate=is_legacy_state(state), message=message)
 
 
 def read_silver(spark, settings: Settings):

@@ -3,18 +3,19 @@
 Run: ``opensky-lakehouse run all [--once]`` or
 ``spark-submit $(opensky-lakehouse spark-conf) lakehouse/jobs/pipeline.py [--once]``.
 
-Each micro-batch of Kafka records is written to ``bronze.opensky_states``, then through the
-silver step (:func:`lakehouse.jobs.silver.process_silver`) and the gold step
-(:func:`lakehouse.jobs.gold.process_gold`), the same code the layer jobs run, in one
-``foreachBatch`` handler. A state reaches ``gold.live_flights`` in the trigger that read it from
+Each micro-batch of Kafka records goes through the silver step
+(:func:`lakehouse.jobs.silver.prepare_silver`) and the gold step
+(:func:`lakehouse.jobs.gold.prepare_gold`), the same code the layer jobs run, in one
+``foreachBatch`` handler, and is written to ``bronze.opensky_states`` and every silver and gold
+table. A state reaches ``gold.live_flights`` in the trigger that read it from
 Kafka, instead of waiting for a silver trigger to see bronze's commit and a gold trigger to see
 silver's. The layer jobs stay for people who scale the layers apart.
 
 Exactly once: one checkpoint (``<root>/_checkpoints/all/pipeline``); every table is written
-once per (``<layer>-<query id>``, batch id) (``lakehouse.jobs.delta_io``), in the layer jobs'
-order (bronze; quarantine, dedup stats, flights; anomalies, window and country counts, live
-flights, gold state), so a batch replayed after a crash skips the writes already committed and
-recomputes the rest from the same state. The crash hook's points are the layer jobs' own.
+once per (``<layer>-<query id>``, batch id) (``lakehouse.jobs.delta_io``), in the order of
+:data:`WRITE_ORDER` (live flights first, silver flights last; see :func:`write_pipeline_batch`),
+so a batch replayed after a crash skips the writes already committed and recomputes the rest from
+the same state. The crash hook's points are the layer jobs' own.
 
 A lakehouse root is fed either by this query or by the layer jobs, never both: each keeps its
 own progress in its checkpoints, so switching would read the same records again.
@@ -36,26 +37,47 @@ from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
 
 log = logging.getLogger("lakehouse.jobs")
+# The tables in the order the handler writes them.
+WRITE_ORDER = ("gold.live_flights", bronze.TABLE, silver.QUARANTINE, silver.STATS, "gold.anomalies",
+               "gold.window_stats", "gold.country_counts", gold.STATE, silver.FLIGHTS)
 
 
 def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
-    """foreachBatch handler: Kafka records -> bronze -> silver -> gold, each table once per batch."""
+    """foreachBatch handler: Kafka records -> bronze -> silver -> gold, each table once per batch.
+
+    Computed in layer order, written in the order that shows a state soonest and keeps a replay
+    exact: ``gold.live_flights`` first, then bronze, silver's quarantine and dedup stats, the other
+    gold tables, ``gold._state``, and ``silver.flights`` last. A replay reads only
+    ``silver.flights`` and ``silver._dedup_stats`` (silver) and ``gold._state`` (gold): until
+    ``silver.flights`` is written every step recomputes what the first attempt did, and once
+    ``gold._state`` is written every gold table holds the batch and is skipped.
+    """
     spark = batch_df.sparkSession
     step = JobSteps(spark, "pipeline", batch_id, settings.streaming.timings_log)
     release: list = []
     try:
         records = batch_df.persist()
         release.append(records)
+        writes = BatchWrites(spark, checkpoint, batch_id)
+        silver_batch = silver.prepare_silver(records, batch_id, settings=settings,
+                                             app=app_id(spark, checkpoint, "silver"), step=step, release=release)
+        gold_batch = None
+        if silver_batch is not None:
+            gold_batch = gold.prepare_gold(silver_batch.flights, batch_id, settings=settings,
+                                           app=app_id(spark, checkpoint, "gold"), checkpoint=checkpoint, step=step,
+                                           release=release)
+        if gold_batch is not None:
+            gold_batch.write_live(writes, step)
         crash_point("bronze", batch_id, "before_write")
         step("write bronze")
-        writes = BatchWrites(spark, checkpoint, batch_id)
         writes(records, table_path(settings, bronze.TABLE), app_id(spark, checkpoint, "bronze"))
         crash_point("bronze", batch_id, "after_write")
-        flights = silver.process_silver(records, batch_id, settings=settings, app=app_id(spark, checkpoint, "silver"),
-                                        writes=writes, step=step, release=release)
-        if flights is not None:
-            gold.process_gold(flights, batch_id, settings=settings, app=app_id(spark, checkpoint, "gold"),
-                              checkpoint=checkpoint, writes=writes, step=step, release=release)
+        if silver_batch is not None:
+            silver_batch.write_side_tables(writes, step)
+        if gold_batch is not None:
+            gold_batch.write_rest(writes, step)
+        if silver_batch is not None:
+            silver_batch.write_flights(writes, step)
     finally:
         step.done()
         for df in release:
