@@ -82,7 +82,7 @@ def build_table(settings, path: str, commits: int, rows: int) -> float:
     for i, response in enumerate(sim.snapshots(commits)):
         snap = live_snapshot(response, schema, datetime.now(timezone.utc))
         if i == 0:
-            write_deltalake(path, snap, mode="overwrite", configuration=table_properties(settings))
+            write_deltalake(path, snap, mode="overwrite", configuration=table_properties(settings, "gold.live_flights"))
         else:
             write_deltalake(path, snap, mode="overwrite")
         if time.perf_counter() - last > 10:

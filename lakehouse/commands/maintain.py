@@ -5,8 +5,9 @@ For each existing table of the catalog (internal bookkeeping tables included): O
 the small files every micro-batch leaves; VACUUM deletes data files no version younger than the
 retention needs (``maintain.retention_hours``, default 168: seven days of time travel kept). The
 log stays short by itself: every table is written with a checkpoint each 10 commits and a log
-retention equal to the same hours (``lakehouse.tables.table_properties``); a table whose
-properties differ from the configuration is brought in line first. Afterwards each table is
+retention equal to the same hours, and statistics of its keys only
+(``lakehouse.tables.table_properties``); a table whose properties differ from the configuration
+(a table made by an older version) is brought in line first. Afterwards each table is
 opened and counted with ``deltalake`` (delta-rs), which is what the dashboard uses: a table it
 cannot read makes the command fail, naming the table.
 
@@ -143,7 +144,7 @@ def _maintain_one(spark, settings, name: str, hours: float, optimize: bool, vacu
     path = table_path(settings, name)
     dt = DeltaTable.forPath(spark, path)
     out: dict = {}
-    wanted = table_properties(settings)
+    wanted = table_properties(settings, name)
     current = dt.detail().select("properties").first()["properties"] or {}
     stale = {k: v for k, v in wanted.items() if current.get(k) != v}
     if stale:
