@@ -8,8 +8,12 @@
 
 One Kafka record per state vector (ARCHITECTURE.md), key ``icao24``, idempotent producer with
 ``acks=all``. ``--record`` appends every response sent, in the replay format. ``--loop`` replays
-forever, shifting all times forward so each pass continues where the previous one ended
-(the first pass starts now). SIGINT/SIGTERM stop cleanly: outstanding records are flushed and a
+forever, shifting all times forward so each pass continues where the previous one ended.
+Shifted or simulated times never run ahead of the wall clock (silver rejects a position later
+than its Kafka append time): a looped replay's first pass is placed so that at ``--speedup N`` it
+catches up with the clock as it ends, and from then on the pace is real time; a simulation
+at ``--speedup`` above 1 starts as far in the past as its ``--snapshots`` need, and otherwise
+waits for the clock. SIGINT/SIGTERM stop cleanly: outstanding records are flushed and a
 final line reports what was sent and what failed. Exit status: 0 all delivered, 1 a record
 failed delivery or the source failed, 2 bad arguments or configuration.
 OpenSky credentials: ``OPENSKY_CLIENT_ID`` / ``OPENSKY_CLIENT_SECRET`` (environment or ``.env``).
@@ -143,8 +147,13 @@ class Emitter:
                  what, self.responses, self.states, self.sent, self.failed, rate, nxt)
 
 
-def _paced(items, speedup: float | None, stop: Stop, interval_of):
-    """Yield items, sleeping so that item times advance ``speedup`` times faster than the wall clock."""
+def _paced(items, speedup: float | None, stop: Stop, interval_of, offset: float | None = None):
+    """Yield items, sleeping so that item times advance ``speedup`` times faster than the wall clock.
+
+    With ``offset`` (seconds added to an item's time when it is sent), an item whose time would
+    be later than the wall clock waits for it: the pace drops to real time rather than send a
+    time from the future.
+    """
     start_wall = time.monotonic()
     first = None
     for item in items:
@@ -155,9 +164,31 @@ def _paced(items, speedup: float | None, stop: Stop, interval_of):
             due = start_wall + (t - first) / speedup
             if stop.wait(due - time.monotonic()):
                 return
+        if offset is not None and stop.wait(t + offset - time.time()):
+            return
         if stop.is_set():
             return
         yield item
+
+
+def catch_up_offset(first: int, last: int, speedup: float | None, now: float) -> int:
+    """The shift of a replay's first pass (times ``first``..``last``) played at ``speedup`` so
+    that its times stay at or behind the wall clock and reach it when the pass ends: the pass
+    starts ``(last - first) * (1 - 1 / speedup)`` seconds in the past (all of it at ``max``,
+    none at real time or slower)."""
+    span = last - first
+    behind = span if speedup is None else span * (1 - 1 / speedup) if speedup > 1 else 0
+    return int(now - behind) - first
+
+
+def _replay_span(paths) -> tuple[int, int] | None:
+    from ingestion.replay import ReplayStats, read_replay
+
+    first = last = None
+    for response in read_replay(paths, ReplayStats()):
+        first = response["time"] if first is None else first
+        last = response["time"]
+    return None if first is None else (first, last)
 
 
 def run_replay(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
@@ -168,15 +199,18 @@ def run_replay(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
     stats = ReplayStats()
     offset = 0
     passes = 0
+    if args.loop:
+        span = _replay_span(args.path)
+        if span is not None:
+            offset = catch_up_offset(*span, speedup, time.time())
+            log.info("replay: the first pass starts %+d s from now and catches up with the clock as it ends",
+                     span[0] + offset - int(time.time()))
     while True:
         first_time = last_time = None
         stream = read_replay(args.path, stats)
-        for response in _paced(stream, speedup, stop, lambda r: r["time"]):
+        for response in _paced(stream, speedup, stop, lambda r: r["time"], offset if args.loop else None):
             if first_time is None:
                 first_time = response["time"]
-                if args.loop and passes == 0:
-                    # the first pass starts now; each next pass continues after the previous one
-                    offset = int(time.time()) - first_time
             last_time = response["time"]
             emitter.emit(shift_response(response, offset) if args.loop else response)
             emitter.progress("replay")
@@ -192,11 +226,21 @@ def run_replay(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
     return 0
 
 
+def simulation_start(snapshots: int | None, interval_s: float, speedup: float | None, now: float) -> int:
+    """The first snapshot's time of a simulation: now (on the interval grid), or, at ``--speedup``
+    above 1 with a number of snapshots, as far in the past as it takes for the last one to be
+    sent no later than its own time."""
+    span = (snapshots - 1) * interval_s if snapshots else 0
+    behind = span if speedup is None else span * (1 - 1 / speedup) if speedup > 1 else 0
+    return int((now - behind) // interval_s * interval_s)
+
+
 def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
     from ingestion.simulator import LabelWriter, Simulator
 
     cfg = settings.simulator
-    start = args.start_time if args.start_time is not None else int(time.time() // cfg.interval_s * cfg.interval_s)
+    start = (args.start_time if args.start_time is not None
+             else simulation_start(args.snapshots, cfg.interval_s, speedup, time.time()))
     sim = Simulator(
         seed=cfg.seed if args.seed is None else args.seed,
         aircraft=cfg.aircraft if args.aircraft is None else args.aircraft,
@@ -208,7 +252,7 @@ def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
              "max" if speedup is None else f"{speedup:g}x")
     labels = LabelWriter(args.labels) if args.labels else None
     try:
-        pairs = _paced(sim.iter_snapshots(args.snapshots), speedup, stop, lambda p: p[0]["time"])
+        pairs = _paced(sim.iter_snapshots(args.snapshots), speedup, stop, lambda p: p[0]["time"], offset=0)
         for response, snapshot_labels in pairs:
             emitter.emit(response)
             if labels is not None:

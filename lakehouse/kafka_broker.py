@@ -223,6 +223,9 @@ def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int) 
                 "group.initial.rebalance.delay.ms=0",
                 # Topics are created explicitly with the configured partitions, never by accident.
                 "auto.create.topics.enable=false",
+                # Record timestamps are the broker's append time, not the producer's claim: silver
+                # bounds event times by them (validation.time_position_max_ahead_s).
+                "log.message.timestamp.type=LogAppendTime",
                 "log.retention.hours=168",
                 "",
             ]
@@ -360,7 +363,8 @@ def _wait_serving(settings: Settings, paths: BrokerPaths, proc: subprocess.Popen
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` if it does not exist (one replica: single broker)."""
+    """Create ``topic`` with ``partitions`` if it does not exist (one replica: single broker), its
+    record timestamps the broker's append time (``message.timestamp.type=LogAppendTime``)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -370,7 +374,8 @@ def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
         if topic in admin.list_topics():
             return
         try:
-            admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1)])
+            admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1,
+                                          topic_configs={"message.timestamp.type": "LogAppendTime"})])
             log.info("kafka: created topic %s with %d partitions", topic, partitions)
         except TopicAlreadyExistsError:
             pass

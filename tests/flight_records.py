@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 
 T0 = 1_700_000_040  # 2023-11-14 22:14:00 UTC, a 2-minute window boundary
 
@@ -46,3 +47,14 @@ def track(icao24: str, t0: int, n: int, step: int = 10, lat: float = 50.0, lon: 
 
 def as_records(states: list[dict]) -> list[tuple[str, str]]:
     return [(str(s["icao24"]), json.dumps(s)) for s in states]
+
+
+# The columns of a bronze row that silver reads, for pure-transform tests (no Kafka).
+BRONZE_DDL = "value string, topic string, partition int, offset bigint, kafka_timestamp timestamp"
+
+
+def bronze_rows(values: list, appended: datetime | None = None) -> list[tuple]:
+    """``values`` as bronze rows at offsets 0..n-1 of partition 0, appended to Kafka at
+    ``appended`` (default: now; the records here are from 2023, well before it)."""
+    at = appended or datetime.now(timezone.utc)
+    return [(v, "t", 0, i, at) for i, v in enumerate(values)]

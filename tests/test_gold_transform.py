@@ -12,12 +12,11 @@ from pyspark.testing import assertDataFrameEqual
 from lakehouse.transforms import gold as G
 from lakehouse.transforms.rules import rule_names
 from lakehouse.transforms.silver import parse_and_validate, to_flights
-from tests.flight_records import T0, state, track
+from tests.flight_records import BRONZE_DDL, T0, bronze_rows, state, track
 
 
 def silver_df(spark, settings, states):
-    rows = [(json.dumps(s), "t", 0, i) for i, s in enumerate(states)]
-    return (spark.createDataFrame(rows, "value string, topic string, partition int, offset bigint")
+    return (spark.createDataFrame(bronze_rows([json.dumps(s) for s in states]), BRONZE_DDL)
             .transform(parse_and_validate(settings.validation)).transform(to_flights))
 
 

@@ -254,3 +254,41 @@ def test_429_resume_time_is_logged_in_the_local_time_zone(base_settings, caplog)
     assert stats.rate_limited == 1 and stats.polls_ok == 1 and sleeps[0] == 120
     [line] = [r.getMessage() for r in caplog.records if "polling resumes at" in r.getMessage()]
     assert "polling resumes at 03:45:20 IST (local time)" in line, line
+
+
+def test_a_looped_replay_catches_up_with_the_clock_and_never_passes_it():
+    from ingestion.cli import catch_up_offset
+
+    first, last, now = 1_633_615_210, 1_633_617_000, 1_800_000_000.0
+    for speedup in (None, 10.0, 2.0, 1.0, 0.5):
+        offset = catch_up_offset(first, last, speedup, now)
+        pace = speedup or float("inf")
+        for t in range(first, last + 1, 10):  # sent at now + (t - first) / pace
+            assert t + offset <= now + (t - first) / pace + 1, (speedup, t)
+        if speedup is None or speedup > 1:
+            assert abs(last + offset - (now + (last - first) / pace)) <= 1  # caught up at the end
+        else:
+            assert first + offset == int(now)  # real time or slower: starts now
+
+
+def test_a_fast_simulation_starts_in_the_past_and_a_paced_item_waits_for_the_clock():
+    from ingestion.cli import Stop, _paced, simulation_start
+
+    now = 1_800_000_000.0
+    assert simulation_start(None, 10, 10.0, now) == 1_800_000_000  # unbounded: now, then the clock paces
+    assert simulation_start(100, 10, None, now) == now - 990  # the 100th snapshot at now
+    assert simulation_start(100, 10, 10.0, now) == now - 900  # 99 x 10 s x 0.9, on the grid
+    assert simulation_start(100, 10, 1.0, now) == now
+
+    class Recording(Stop):
+        waits: list = []
+
+        def wait(self, seconds):
+            self.waits.append(seconds)
+            return False
+
+    stop = Recording()
+    t = time.time()
+    items = list(_paced([t - 30, t + 20], None, stop, lambda x: x, offset=0))
+    assert items == [t - 30, t + 20]
+    assert stop.waits[0] <= 0 and 19 < stop.waits[1] <= 20  # the second waited for the clock

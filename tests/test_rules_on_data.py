@@ -22,6 +22,7 @@ from ingestion.states import response_to_records
 from lakehouse.transforms import gold as G
 from lakehouse.transforms.rules import RULES
 from lakehouse.transforms.silver import drop_duplicates, parse_and_validate, to_flights
+from tests.flight_records import BRONZE_DDL, bronze_rows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
 NAIVE_LOW_ALTITUDE_M = 500.0  # the issue's counter-example: "below 500 m while airborne"
@@ -37,9 +38,8 @@ COLUMNS = ["icao24", "time_position", "on_ground", "baro_altitude", "velocity", 
 
 def parse(spark, settings, records: list[dict]):
     """Records (in Kafka order, one partition) -> parsed and validated bronze rows."""
-    rows = [(json.dumps(r), "t", 0, i) for i, r in enumerate(records)]
-    bronze = spark.createDataFrame(spark.sparkContext.parallelize(rows, 4),
-                                   "value string, topic string, partition int, offset bigint")
+    rows = bronze_rows([json.dumps(r) for r in records])
+    bronze = spark.createDataFrame(spark.sparkContext.parallelize(rows, 4), BRONZE_DDL)
     return bronze.transform(parse_and_validate(settings.validation))
 
 

@@ -5,6 +5,8 @@ step on small DataFrames (no broker)."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timezone
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -14,10 +16,12 @@ from lakehouse.jobs import bronze, silver
 from lakehouse.jobs.common import await_queries
 from lakehouse.status import accounting
 from lakehouse.transforms.silver import REASONS, parse_and_validate, to_flights, to_quarantine
-from tests.flight_records import T0, as_records, record, state, track
+from tests.flight_records import BRONZE_DDL, T0, as_records, bronze_rows, record, state, track
 from tests.helpers import delta_version, produce, run_cli
 
 DAY = 86_400
+# A year from now: later than any Kafka append time of this run.
+NEXT_YEAR = int(time.time()) + 365 * DAY
 
 
 def run_once(spark, settings, *layers):
@@ -51,6 +55,10 @@ BAD = {
     # A day after its snapshot: kept, it would move the dedup watermark a day ahead and the
     # duplicate of good[3] below would go through unchecked.
     json.dumps(state(time_position=T0 + DAY)): "implausible_time",
+    # Dated next year with no snapshot_time, or with one as far ahead: the records' own clocks
+    # say nothing is wrong; the Kafka append time (the broker's clock) does.
+    json.dumps({k: v for k, v in state(t=NEXT_YEAR).items() if k != "snapshot_time"}): "implausible_time",
+    json.dumps(state(t=NEXT_YEAR, snapshot_time=NEXT_YEAR)): "implausible_time",
 }
 
 
@@ -79,6 +87,14 @@ def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
     assert {v: r.reason for v, r in quarantine.items()} == BAD
     assert all(r.detail and r.topic == lake.kafka.topic and r.offset is not None for r in quarantine.values())
     assert "91.0 outside [-90, 90]" in quarantine[json.dumps(state(latitude=91.0))].detail
+    assert "after its Kafka append time" in quarantine[json.dumps(state(t=NEXT_YEAR, snapshot_time=NEXT_YEAR))].detail
+    # Nothing from next year moved silver's newest event time (the dedup watermark).
+    newest = read(spark, lake, "silver._dedup_stats").agg({"max_event_time": "max"}).first()[0]
+    assert newest.year == 2023
+    # The topic stamps records with the broker's clock, not the producer's.
+    assert {r.timestampType for r in spark.read.format("kafka").option(
+        "kafka.bootstrap.servers", lake.kafka.bootstrap_servers).option("subscribe", lake.kafka.topic)
+        .load().select("timestampType").distinct().collect()} == {1}  # 1: LogAppendTime
 
     counts = accounting(lake)
     assert counts == {
@@ -118,9 +134,33 @@ def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake):
     assert (counts["duplicates"], counts["unchecked_late_rows"], counts["holds"]) == (1, 1, True)
 
 
-def bronze_df(spark, values):
-    rows = [(v, "t", 0, i) for i, v in enumerate(values)]
-    return spark.createDataFrame(rows, "value string, topic string, partition int, offset bigint")
+def bronze_df(spark, values, appended=None):
+    return spark.createDataFrame(bronze_rows(values, appended), BRONZE_DDL)
+
+
+def test_a_position_ahead_of_its_kafka_append_time_is_quarantined_as_implausible_time(spark, base_settings):
+    ahead = base_settings.validation.time_position_max_ahead_s
+    appended = datetime.fromtimestamp(T0, timezone.utc)
+    no_snapshot = lambda **kw: {k: v for k, v in state(**kw).items() if k != "snapshot_time"}  # noqa: E731
+    cases = [  # (record, reason or None = kept in silver); every record appended to Kafka at T0
+        (state(t=T0 - 10), None),
+        (no_snapshot(t=T0 + ahead), None),  # at the bound: kept
+        (no_snapshot(t=T0 + ahead + 1), "implausible_time"),
+        (no_snapshot(t=T0 + 365 * DAY), "implausible_time"),
+        (state(t=T0 + DAY, snapshot_time=T0 + DAY), "implausible_time"),  # its own clock agrees
+        (no_snapshot(t=T0 - DAY), None),  # old: only late
+    ]
+    parsed = bronze_df(spark, [json.dumps(c) for c, _ in cases], appended).transform(
+        parse_and_validate(base_settings.validation)).persist()
+    try:
+        expected = spark.createDataFrame([(i, reason) for i, (_, reason) in enumerate(cases)],
+                                         "offset bigint, reason string")
+        assertDataFrameEqual(parsed.select("offset", "reason"), expected)
+        assert parsed.where("offset = 4").first().detail == (
+            f"time_position {T0 + DAY} is {DAY} s after its Kafka append time 2023-11-14 22:14:00 UTC "
+            f"(at most {ahead})")
+    finally:
+        parsed.unpersist()
 
 
 def test_reason_codes_keep_their_precedence():

@@ -120,6 +120,17 @@ def _too_far_ahead(max_ahead_s: int) -> tuple[Column, Column]:
     return condition, detail
 
 
+def _ahead_of_kafka(max_ahead_s: int) -> tuple[Column, Column]:
+    """A position timed after the Kafka append time of its record, the clock no sender controls
+    (the record's own ``snapshot_time`` may be missing or itself in the future)."""
+    position, appended = F.col("r.time_position"), F.col("kafka_timestamp")
+    ahead = position.cast("double") - F.unix_micros(appended) / 1e6
+    condition = position.isNotNull() & appended.isNotNull() & (ahead > max_ahead_s)
+    detail = F.format_string(f"time_position %d is %.0f s after its Kafka append time %s UTC (at most {max_ahead_s})",
+                             position, ahead, F.date_format(appended, "yyyy-MM-dd HH:mm:ss"))
+    return condition, detail
+
+
 def _type_errors() -> list[tuple[Column, str, Column]]:
     """For a record with a field that failed to parse: which field, from the JSON itself.
 
@@ -162,6 +173,7 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
         vel_c, vel_d = _outside("velocity", bounds.velocity_min_ms, bounds.velocity_max_ms)
         vr_c, vr_d = _outside("vertical_rate", bounds.vertical_rate_min_ms, bounds.vertical_rate_max_ms)
         time_c, time_d = _too_far_ahead(bounds.time_position_max_ahead_s)
+        kafka_c, kafka_d = _ahead_of_kafka(bounds.time_position_max_ahead_s)
         missing = [r("time_position").isNull(), r("latitude").isNull(), r("longitude").isNull()]
         verdict = _first(
             (corrupt & F.col("_variant").isNull(), "malformed_json",
@@ -191,6 +203,7 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
             # Set but unexplained by any field above (a duplicate key, say): still not trusted.
             (corrupt, "malformed_json", F.lit("record does not match the schema")),
             (time_c, "implausible_time", time_d),
+            (kafka_c, "implausible_time", kafka_d),
         )
         return (
             df.withColumn("_variant", variant)
