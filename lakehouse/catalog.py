@@ -84,9 +84,10 @@ TABLES: dict[str, Table] = {
             name="bronze.opensky_states",
             partition_by=("ingest_date",),
             keys=("topic", "partition", "offset"),
-            schema="""key string, value string, topic string, partition int, offset bigint,
+            schema="""key binary, value binary, topic string, partition int, offset bigint,
                 kafka_timestamp timestamp, ingested_at timestamp, ingest_date date""",
-            description="Raw Kafka records with their coordinates; append only, nothing parsed or dropped.",
+            description="Raw Kafka records (key and value bytes as delivered) with their coordinates; "
+            "append only, nothing parsed or dropped.",
         ),
         Table(
             name="silver.flights",
@@ -101,9 +102,10 @@ TABLES: dict[str, Table] = {
             name="silver.quarantine",
             partition_by=(),
             keys=("partition", "offset"),
-            schema="""value string, topic string, partition int, offset bigint, reason string,
-                detail string, quarantined_at timestamp""",
-            description="Every record rejected by the silver job, with a stable reason code.",
+            schema="""value binary, value_text string, topic string, partition int, offset bigint,
+                reason string, detail string, quarantined_at timestamp""",
+            description="Every record rejected by the silver job: its bytes, their text (invalid UTF-8 "
+            "replaced), a stable reason code.",
         ),
         Table(
             name="gold.live_flights",

@@ -25,10 +25,55 @@ def table_properties(settings: Settings, name: str) -> dict[str, str]:
     }
 
 
+# Columns whose type changed since older versions wrote them: table -> {column: expression over
+# the old table giving the new column}. Bronze and the quarantine keep Kafka's bytes as binary
+# (text could not hold bytes that are not UTF-8); `maintain` rewrites such a table once.
+MIGRATIONS = {
+    "bronze.opensky_states": {"key": "CAST(key AS BINARY)", "value": "CAST(value AS BINARY)"},
+    "silver.quarantine": {"value": "CAST(value AS BINARY)", "value_text": "value"},
+}
+
+
+def outdated_columns(spark, settings: Settings, name: str) -> list[str]:
+    """The columns of the existing table ``name`` whose type (or absence) differs from the catalog
+    and that :data:`MIGRATIONS` can rewrite; empty when none or no such table."""
+    from delta.tables import DeltaTable
+
+    if name not in MIGRATIONS or not DeltaTable.isDeltaTable(spark, table(name).path(settings)):
+        return []
+    have = {f.name: f.dataType for f in spark.read.format("delta").load(table(name).path(settings)).schema}
+    want = {f.name: f.dataType for f in spark.createDataFrame([], table(name).schema).schema}
+    return [c for c in MIGRATIONS[name] if have.get(c) != want[c]]
+
+
+def migrate_table(spark, settings: Settings, name: str) -> list[str]:
+    """Rewrite ``name`` with the catalog's column types (one overwrite; older versions stay in
+    its history with the old schema); returns the columns rewritten."""
+    columns = outdated_columns(spark, settings, name)
+    if columns:
+        path = table(name).path(settings)
+        old = spark.read.format("delta").load(path)
+        new = old.selectExpr(*(f"{MIGRATIONS[name][c]} AS `{c}`" if c in columns else f"`{c}`"
+                               for c in table(name).columns))
+        new.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+        log.info("%s: columns %s rewritten as the catalog types them", name, ", ".join(columns))
+    return columns
+
+
 def ensure_table(spark, settings: Settings, name: str) -> str:
-    """Create ``name`` at its catalog path if missing (schema, partitioning); return the path."""
+    """Create ``name`` at its catalog path if missing (schema, partitioning); return the path.
+
+    An existing table written by an older version with columns of another type stops the job
+    here, with what to do (run ``maintain`` once), before any micro-batch could fail on it.
+    """
     spec = table(name)
     path = spec.path(settings)
+    outdated = outdated_columns(spark, settings, name)
+    if outdated:
+        raise RuntimeError(
+            f"{name} at {path} was written by an older version ({', '.join(outdated)} not as this version "
+            f"types them): stop the jobs and run `opensky-lakehouse maintain --table {name}` once to rewrite it "
+            "(README, Upgrading)")
     props = ", ".join(f"'{k}' = '{v}'" for k, v in table_properties(settings, name).items())
     partitioned = f"PARTITIONED BY ({', '.join(spec.partition_by)})" if spec.partition_by else ""
     spark.sql(

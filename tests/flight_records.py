@@ -50,11 +50,11 @@ def as_records(states: list[dict]) -> list[tuple[str, str]]:
 
 
 # The columns of a bronze row that silver reads, for pure-transform tests (no Kafka).
-BRONZE_DDL = "value string, topic string, partition int, offset bigint, kafka_timestamp timestamp"
+BRONZE_DDL = "value binary, topic string, partition int, offset bigint, kafka_timestamp timestamp"
 
 
 def bronze_rows(values: list, appended: datetime | None = None) -> list[tuple]:
-    """``values`` as bronze rows at offsets 0..n-1 of partition 0, appended to Kafka at
+    """``values`` (text, UTF-8 encoded, or bytes) as bronze rows at offsets 0..n-1 of partition 0, appended to Kafka at
     ``appended`` (default: now; the records here are from 2023, well before it)."""
     at = appended or datetime.now(timezone.utc)
-    return [(v, "t", 0, i, at) for i, v in enumerate(values)]
+    return [(v.encode() if isinstance(v, str) else v, "t", 0, i, at) for i, v in enumerate(values)]

@@ -222,12 +222,12 @@ def silver_rows() -> list[dict]:
 def quarantine_rows() -> list[dict]:
     bad = [("not json", "malformed_json"), ('{"icao24": "zz"}', "invalid_icao24"),
            ('{"icao24": "abcdef", "time_position": null}', "no_position")]
-    return [{"value": value, "topic": "opensky.states", "partition": 0, "offset": 1000 + i, "reason": reason,
+    return [{"value": value.encode(), "value_text": value, "topic": "opensky.states", "partition": 0, "offset": 1000 + i, "reason": reason,
              "detail": f"test record {i}", "quarantined_at": T0} for i, (value, reason) in enumerate(bad)]
 
 
 def bronze_rows() -> list[dict]:
     """As many raw records as silver + quarantine hold, plus two duplicates."""
     n = len(silver_rows()) + len(quarantine_rows()) + 2
-    return [{"key": "abcdef", "value": "{}", "topic": "opensky.states", "partition": 0, "offset": i,
+    return [{"key": b"abcdef", "value": b"{}", "topic": "opensky.states", "partition": 0, "offset": i,
              "kafka_timestamp": T0, "ingested_at": T0, "ingest_date": T0.date()} for i in range(n)]

@@ -46,7 +46,8 @@ def run_cli(settings, *args: str, timeout: float = 300, check: bool = True, **en
 
 
 def produce(settings, records, topic: str | None = None) -> int:
-    """Send ``(key, value)`` string pairs to Kafka with kafka-python; return how many."""
+    """Send ``(key, value)`` pairs (text, UTF-8 encoded, or bytes as they are) to Kafka with
+    kafka-python; return how many."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=5)
@@ -55,7 +56,7 @@ def produce(settings, records, topic: str | None = None) -> int:
         for key, value in records:
             producer.send(
                 topic or settings.kafka.topic,
-                key=None if key is None else key.encode(),
+                key=None if key is None else key if isinstance(key, bytes) else key.encode(),
                 value=value if isinstance(value, bytes) else value.encode(),
             )
             n += 1

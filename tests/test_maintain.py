@@ -102,3 +102,40 @@ def test_a_fractional_retention_is_rounded_up_to_whole_hours(lake, monkeypatch, 
     assert maintain.run(_args(retention_hours=0.4), lake) == 0
     assert asked["hours"] == 1
     assert "rounded up to 1 h" in caplog.text
+
+
+def test_tables_from_before_binary_bytes_stop_the_jobs_until_maintain_rewrites_them(spark, lake):
+    """bronze and the quarantine kept Kafka values as text before; such a table stops a job at
+    its start with what to do, and `maintain` rewrites it with binary columns, rows kept."""
+    from datetime import datetime, timezone
+
+    from lakehouse.commands.run import run_layers
+    from lakehouse.tables import ensure_table
+
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    old = {
+        "bronze.opensky_states": (spark.createDataFrame(
+            [("3c6444", '{"icao24": "3c6444"}', "t", 0, 0, at, at, at.date())],
+            "key string, value string, topic string, partition int, offset bigint, kafka_timestamp timestamp, "
+            "ingested_at timestamp, ingest_date date"), ["ingest_date"]),
+        "silver.quarantine": (spark.createDataFrame(
+            [("{not json", "t", 0, 0, "malformed_json", "not JSON: {not json", at)],
+            "value string, topic string, partition int, offset bigint, reason string, detail string, "
+            "quarantined_at timestamp"), []),
+    }
+    for name, (df, partitions) in old.items():
+        df.write.format("delta").partitionBy(*partitions).save(table_path(lake, name))
+    with pytest.raises(RuntimeError, match=r"run `opensky-lakehouse maintain --table bronze.opensky_states` once"):
+        ensure_table(spark, lake, "bronze.opensky_states")
+
+    assert maintain.run(_args(table=list(old), no_vacuum=True), lake) == 0
+
+    bronze_rows = DeltaTable(table_path(lake, "bronze.opensky_states")).to_pandas()
+    assert (bronze_rows.key.tolist(), bronze_rows.value.tolist()) == ([b"3c6444"], [b'{"icao24": "3c6444"}'])
+    quarantine = DeltaTable(table_path(lake, "silver.quarantine")).to_pandas()
+    assert quarantine[["value", "value_text", "reason"]].values.tolist() == [[b"{not json", "{not json", "malformed_json"]]
+    for name in old:
+        ensure_table(spark, lake, name)  # in line now
+    sent = produce(lake, _records(list(read_replay([FIXTURE]))[:5]))
+    assert run_layers(lake, list(LAYERS), once=True) == 0
+    assert delta_rows(lake, "bronze.opensky_states") == sent + 1

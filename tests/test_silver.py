@@ -83,7 +83,8 @@ def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
     # The first by Kafka offset is kept, not a later copy.
     assert flights.where("callsign = 'OTHER'").count() == 0
 
-    quarantine = {r.value: r for r in read(spark, lake, "silver.quarantine").collect()}
+    quarantine = {r.value_text: r for r in read(spark, lake, "silver.quarantine").collect()}
+    assert all(bytes(r.value).decode() == text for text, r in quarantine.items())
     assert {v: r.reason for v, r in quarantine.items()} == BAD
     assert all(r.detail and r.topic == lake.kafka.topic and r.offset is not None for r in quarantine.values())
     assert "91.0 outside [-90, 90]" in quarantine[json.dumps(state(latitude=91.0))].detail
@@ -115,6 +116,54 @@ def test_records_split_into_flights_and_quarantine_with_reasons(spark, lake):
 
     out = run_cli(lake, "status").stdout
     assert "silver.flights" in out and "accounting" in out and "duplicates dropped 3" in out and "holds" in out
+
+
+# Bytes that are not UTF-8, as anyone who can write to the topic could send them.
+GOOD_JSON = json.dumps(state("4ca1b2", T0 + 30))
+HOSTILE = {
+    "in the value": b'{"icao24": "\xff\xfe"}',
+    "inside a JSON string": GOOD_JSON.replace('"DLH9U   "', '"DLH_"').encode().replace(b"DLH_", b"DLH\xc3\x28"),
+    "overlong encoding of /": b'{"icao24": "3c6444", "callsign": "\xc0\xaf"}',
+    "UTF-16 surrogate": b'{"icao24": "3c6444", "callsign": "\xed\xa0\x80"}',
+}
+
+
+@pytest.mark.integration
+def test_bytes_that_are_not_utf8_are_quarantined_and_every_table_stays_readable(spark, lake):
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from lakehouse.catalog import TABLES
+    from lakehouse.jobs import pipeline
+
+    good = track("3c6444", T0, 3)
+    assert b"\xc3\x28" in HOSTILE["inside a JSON string"]
+    records = [*as_records(good), (b"\xff\xfe\xfd", GOOD_JSON)]  # a key that is not UTF-8: kept
+    records += [("bad", value) for value in HOSTILE.values()]
+    produce(lake, records)
+    await_queries(pipeline.start(spark, lake, once=True))
+
+    for name in TABLES:  # every table, read as the dashboard and notebooks read them
+        dt = DeltaTable(table_path(lake, name))
+        frame = dt.to_pandas()
+        arrow = pa.table(dt.to_pyarrow_table())
+        for column in arrow.column_names:
+            if pa.types.is_string(arrow.schema.field(column).type) or pa.types.is_large_string(
+                    arrow.schema.field(column).type):
+                arrow.column(column).validate(full=True)
+        assert len(frame) == arrow.num_rows
+    bronze_rows = DeltaTable(table_path(lake, "bronze.opensky_states")).to_pandas()
+    assert set(bronze_rows.value) == {v.encode() if isinstance(v, str) else v for _, v in records}  # byte for byte
+    assert b"\xff\xfe\xfd" in set(bronze_rows.key)
+
+    quarantine = DeltaTable(table_path(lake, "silver.quarantine")).to_pandas()
+    assert sorted(quarantine.value) == sorted(HOSTILE.values())
+    assert set(quarantine.reason) == {"invalid_encoding"}
+    assert all("\ufffd" in text for text in quarantine.value_text)  # readable, invalid bytes replaced
+    assert all(d.startswith("value is not valid UTF-8") for d in quarantine.detail)
+    flights = DeltaTable(table_path(lake, "silver.flights")).to_pandas()
+    assert sorted(flights.icao24) == ["3c6444"] * 3 + ["4ca1b2"]  # the odd key does not matter
+    assert accounting(lake)["holds"]
 
 
 @pytest.mark.integration
@@ -165,9 +214,10 @@ def test_a_position_ahead_of_its_kafka_append_time_is_quarantined_as_implausible
 
 def test_reason_codes_keep_their_precedence():
     # The first reason that applies is recorded: a new code goes last so no rejected record
-    # changes reason.
+    # changes reason. The one exception, invalid_encoding, comes first: bytes that are not UTF-8
+    # are not text, so nothing else can be checked; it changed the reason of no record that is.
     assert REASONS == (
-        "malformed_json", "not_an_object", "unsupported_schema", "invalid_icao24", "no_position",
+        "invalid_encoding", "malformed_json", "not_an_object", "unsupported_schema", "invalid_icao24", "no_position",
         "invalid_position", "implausible_altitude", "implausible_velocity", "implausible_vertical_rate",
         "invalid_field", "implausible_time")
 

@@ -63,7 +63,8 @@ def test_spark_submit_with_spark_conf_in_a_shell_fills_bronze(spark, lake):
 
     got = (spark.read.format("delta").load(table_path(lake, "bronze.opensky_states"))
            .select("key", "value", "topic", "partition", "offset"))
-    want = spark.createDataFrame(expected, "key string, value string, topic string, partition int, offset long")
+    want = spark.createDataFrame([(k.encode(), v.encode(), *rest) for k, v, *rest in expected],
+                                 "key binary, value binary, topic string, partition int, offset long")
     assertDataFrameEqual(got, want)
 
 

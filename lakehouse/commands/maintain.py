@@ -139,11 +139,14 @@ def _maintain_one(spark, settings, name: str, hours: float, optimize: bool, vacu
     from delta.tables import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.tables import table_properties
+    from lakehouse.tables import migrate_table, table_properties
 
     path = table_path(settings, name)
-    dt = DeltaTable.forPath(spark, path)
     out: dict = {}
+    migrated = migrate_table(spark, settings, name)
+    if migrated:
+        out["migrated"] = migrated
+    dt = DeltaTable.forPath(spark, path)
     wanted = table_properties(settings, name)
     current = dt.detail().select("properties").first()["properties"] or {}
     stale = {k: v for k, v in wanted.items() if current.get(k) != v}

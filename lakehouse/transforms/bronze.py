@@ -13,14 +13,15 @@ BRONZE = table("bronze.opensky_states")
 def kafka_to_bronze(kafka_df: DataFrame) -> DataFrame:
     """Spark Kafka source rows -> ``bronze.opensky_states`` columns.
 
-    Key and value are decoded as UTF-8 strings exactly as produced (the record format is JSON
-    text); ``ingested_at`` is the micro-batch time, so ``ingest_date`` partitions by arrival.
+    Key and value stay the bytes Kafka delivered (binary, never decoded here: any bytes at all
+    keep the table readable; silver decodes); ``ingested_at`` is the micro-batch time, so
+    ``ingest_date`` partitions by arrival.
     """
     return (
         kafka_df.withColumn("ingested_at", F.current_timestamp())
         .select(
-            F.col("key").cast("string").alias("key"),
-            F.col("value").cast("string").alias("value"),
+            F.col("key"),
+            F.col("value"),
             F.col("topic"),
             F.col("partition"),
             F.col("offset"),

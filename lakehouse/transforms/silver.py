@@ -51,6 +51,7 @@ _CORRUPT = "_corrupt_record"
 
 # Stable reason codes, in the order they are checked (the first that applies is recorded).
 REASONS = (
+    "invalid_encoding",  # the value's bytes are not valid UTF-8 (so not JSON text)
     "malformed_json",  # not JSON at all (also an empty or null value)
     "not_an_object",  # valid JSON but an array, string, number or null
     "unsupported_schema",  # schema_version missing or not 1
@@ -79,15 +80,26 @@ _TYPE_ERROR_REASON = {
 }
 
 
+def value_text(value: Column) -> Column:
+    """A binary Kafka value as text, invalid UTF-8 sequences replaced (U+FFFD): always readable."""
+    return F.make_valid_utf8(value.cast("string"))
+
+
 def parse_records(bronze: DataFrame) -> DataFrame:
-    """Bronze rows + ``r`` (the parsed record, partial on a type error) + ``_corrupt_record``
-    (the raw value when any field failed to parse, else null)."""
+    """Bronze rows + ``_invalid_utf8`` (the value's bytes are not valid UTF-8) + ``r`` (the
+    parsed record, partial on a type error) + ``_corrupt_record`` (the text when any field
+    failed to parse, else null). Bytes that are not UTF-8 are not parsed at all."""
     schema = StructType([*RECORD_SCHEMA.fields]).add(_CORRUPT, "string")
-    parsed = F.from_json("value", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    raw = F.col("value").cast("string")  # the bytes as they are; checked before anything reads them
+    text = F.when(~F.col("_invalid_utf8"), raw)
+    parsed = F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
     # from_json leaves a null value as a null struct: that is malformed too, not a good record.
-    return bronze.withColumn("r", parsed).withColumn(
-        _CORRUPT, F.when(F.col("value").isNull() | F.col("r").isNull(), F.coalesce("value", F.lit("")))
-        .otherwise(F.col(f"r.{_CORRUPT}"))
+    return (
+        bronze.withColumn("_invalid_utf8", F.col("value").isNotNull() & ~F.is_valid_utf8(raw))
+        .withColumn("r", parsed)
+        .withColumn(_CORRUPT, F.when(F.col("_invalid_utf8"), F.lit(None).cast("string"))
+                    .when(F.col("value").isNull() | F.col("r").isNull(), F.coalesce(raw, F.lit("")))
+                    .otherwise(F.col(f"r.{_CORRUPT}")))
     )
 
 
@@ -176,6 +188,9 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
         kafka_c, kafka_d = _ahead_of_kafka(bounds.time_position_max_ahead_s)
         missing = [r("time_position").isNull(), r("latitude").isNull(), r("longitude").isNull()]
         verdict = _first(
+            (F.col("_invalid_utf8"), "invalid_encoding",
+             F.format_string("value is not valid UTF-8 (%d bytes): %s", F.length(F.col("value")),
+                             F.substring(value_text(F.col("value")), 1, 80))),
             (corrupt & F.col("_variant").isNull(), "malformed_json",
              F.concat(F.lit("not JSON: "), F.substring(F.col(_CORRUPT), 1, 80))),
             (corrupt & ~kind.startswith("OBJECT"), "not_an_object",
@@ -210,7 +225,7 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
             .withColumn("_verdict", verdict)
             .withColumn("reason", F.col("_verdict.reason"))
             .withColumn("detail", F.col("_verdict.detail"))
-            .drop("_variant", "_verdict")
+            .drop("_variant", "_verdict", "_invalid_utf8")
         )
 
     return step
@@ -250,9 +265,11 @@ def to_flights(parsed: DataFrame) -> DataFrame:
 
 
 def to_quarantine(parsed: DataFrame) -> DataFrame:
-    """Rejected parsed rows -> ``silver.quarantine`` columns (raw value, lineage, reason)."""
+    """Rejected parsed rows -> ``silver.quarantine`` columns (raw value bytes and their text,
+    lineage, reason)."""
     return (
         parsed.where(F.col("reason").isNotNull())
+        .withColumn("value_text", value_text(F.col("value")))
         .withColumn("quarantined_at", F.current_timestamp())
         .select(*QUARANTINE.columns)
     )
