@@ -24,6 +24,7 @@ from lakehouse.status import delta_uri, storage_options
 
 _PRIMITIVES = {
     "string": pa.string(),
+    "binary": pa.binary(),
     "bigint": pa.int64(),
     "int": pa.int32(),
     "double": pa.float64(),
