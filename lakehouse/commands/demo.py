@@ -58,27 +58,53 @@ def run(args, settings) -> int:
         _step("lakehouse status", _cli("status"))
         return 0
 
-    children: list[subprocess.Popen] = []
+    # Every child in a session of its own: a terminal's Ctrl-C reaches the whole foreground process
+    # group at once (this process, Python and JVM of the job, the replay, Streamlit), and each
+    # would stop on its own, in any order. Only this process gets it; it stops the others in order.
+    children: dict[str, subprocess.Popen] = {}
     replay_cmd = _cli("produce", "--source", "replay", "--path", replay, "--speedup", str(args.speedup))
     if not args.no_loop:
         replay_cmd.append("--loop")
     log.info("demo: replaying %s into Kafka at %sx in the background", replay, args.speedup)
-    children.append(subprocess.Popen(replay_cmd, start_new_session=True))
+    children["replay"] = subprocess.Popen(replay_cmd, start_new_session=True)
     if not args.no_dashboard:
         log.info("demo: dashboard on http://127.0.0.1:%d", settings.dashboard.port)
-        children.append(subprocess.Popen(_cli("dashboard"), start_new_session=True))
+        children["dashboard"] = subprocess.Popen(_cli("dashboard"), start_new_session=True)
+    signals: list[int] = []
+    job = None
+
+    def stop(signum, _frame) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            log.info("demo: stopping (%s): the lakehouse jobs finish their micro-batch first "
+                     "(Ctrl-C again stops them at once), then the replay and the dashboard",
+                     signal.Signals(signum).name)
+        if job is not None and job.poll() is None:
+            job.send_signal(signal.SIGINT)  # the job stops between micro-batches; a second one at once
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         log.info("demo: running bronze, silver and gold (Ctrl-C stops everything but the broker)")
-        return subprocess.run(_cli("run", "all"), check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+        job = subprocess.Popen(_cli("run", "all"), start_new_session=True)
+        code = job.wait()
+        log.info("demo: lakehouse jobs stopped (exit %d)", code)
     finally:
-        for child in children:
+        if job is not None and job.poll() is None:  # this process failed: the job must not outlive it
+            os.killpg(job.pid, signal.SIGTERM)
+        for child in children.values():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for child in children:
+        for name, child in children.items():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+            log.info("demo: %s stopped", name)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if signals:
+        log.info("demo: stopped; the broker keeps running (`opensky-lakehouse kafka stop` stops it)")
+        return 0
+    return code

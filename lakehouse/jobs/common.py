@@ -235,6 +235,11 @@ def remove_progress_logger(spark) -> None:
     listener = _LISTENERS.pop(id(spark), None)
     if listener is not None:
         try:
+            # Events already queued (the last batch's progress) are delivered while Python listens.
+            spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(10_000)
+        except (Py4JError, PySparkException) as exc:
+            log.debug("listener bus not drained: %s", exc)
+        try:
             spark.streams.removeListener(listener)
         except (Py4JError, PySparkException) as exc:  # the session is going anyway
             log.debug("could not remove the progress listener: %s", exc)
@@ -297,6 +302,8 @@ def await_queries(queries: list[StreamingQuery], poll_s: float = 1.0) -> None:
             if stopping["signal"] is not None:
                 log.info("stopping %d queries after signal %d", len(queries), stopping["signal"])
                 stop_between_batches(queries, stopping)
+                log.info("stopped %s between micro-batches; a restart resumes from the checkpoint",
+                         ", ".join(q.name or str(q.id) for q in queries))
                 break
             for q in queries:
                 if q.exception() is not None:
