@@ -171,13 +171,19 @@ def _paced(items, speedup: float | None, stop: Stop, interval_of, offset: float 
         yield item
 
 
+def _behind(span: float, speedup: float | None) -> float:
+    """How far in the past a run of ``span`` seconds of item times played at ``speedup`` must start
+    so that no item's time is later than the moment it is sent, and the last one is sent on time."""
+    return span if speedup is None else span * (1 - 1 / speedup) if speedup > 1 else 0
+
+
 def catch_up_offset(first: int, last: int, speedup: float | None, now: float) -> int:
     """The shift of a replay's first pass (times ``first``..``last``) played at ``speedup`` so
     that its times stay at or behind the wall clock and reach it when the pass ends: the pass
     starts ``(last - first) * (1 - 1 / speedup)`` seconds in the past (all of it at ``max``,
     none at real time or slower)."""
     span = last - first
-    behind = span if speedup is None else span * (1 - 1 / speedup) if speedup > 1 else 0
+    behind = _behind(span, speedup)
     return int(now - behind) - first
 
 
@@ -231,7 +237,7 @@ def simulation_start(snapshots: int | None, interval_s: float, speedup: float | 
     above 1 with a number of snapshots, as far in the past as it takes for the last one to be
     sent no later than its own time."""
     span = (snapshots - 1) * interval_s if snapshots else 0
-    behind = span if speedup is None else span * (1 - 1 / speedup) if speedup > 1 else 0
+    behind = _behind(span, speedup)
     return int((now - behind) // interval_s * interval_s)
 
 

@@ -79,3 +79,12 @@ def delta_version(settings, name: str) -> int:
 
     info = table_info(settings, name)
     return info["version"] if info["exists"] else -1
+
+
+def replay_records(responses) -> list[tuple[str, str]]:
+    """Recorded responses (``ingestion.replay``) as the ``(key, value)`` records the producer sends."""
+    import json
+
+    from ingestion.states import response_to_records
+
+    return [(rec["icao24"], json.dumps(rec)) for r in responses for rec in response_to_records(r, "replay", 0)]

@@ -5,7 +5,6 @@ reader), and the streams carry on exactly once afterwards."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,19 +12,14 @@ import pytest
 from deltalake import DeltaTable
 
 from ingestion.replay import read_replay
-from ingestion.states import response_to_records
 from lakehouse.catalog import TABLES, table_path
 from lakehouse.commands import maintain
 from lakehouse.commands.run import LAYERS, run_layers
-from tests.helpers import delta_rows, produce
+from tests.helpers import delta_rows, produce, replay_records
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
-
-
-def _records(responses):
-    return [(rec["icao24"], json.dumps(rec)) for r in responses for rec in response_to_records(r, "replay", 0)]
 
 
 def _args(**kw):
@@ -38,7 +32,7 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
     chunks = [responses[:50], responses[50:100], responses[100:150], responses[150:]]
     sent = 0
     for chunk in chunks[:3]:  # three `run all --once` rounds: several small files per table
-        sent += produce(lake, _records(chunk))
+        sent += produce(lake, replay_records(chunk))
         assert run_layers(lake, list(LAYERS), once=True) == 0
     assert delta_rows(lake, "bronze.opensky_states") == sent
 
@@ -84,7 +78,7 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
     assert {n: maintain.layout(lake, n)["files"] for n in present} == files
 
     # The streams resume after compaction: the last chunk arrives exactly once.
-    sent += produce(lake, _records(chunks[3]))
+    sent += produce(lake, replay_records(chunks[3]))
     assert run_layers(lake, list(LAYERS), once=True) == 0
     assert delta_rows(lake, "bronze.opensky_states") == sent
     assert delta_rows(lake, "silver.flights") > rows["silver.flights"]
@@ -136,6 +130,6 @@ def test_tables_from_before_binary_bytes_stop_the_jobs_until_maintain_rewrites_t
     assert quarantine[["value", "value_text", "reason"]].values.tolist() == [[b"{not json", "{not json", "malformed_json"]]
     for name in old:
         ensure_table(spark, lake, name)  # in line now
-    sent = produce(lake, _records(list(read_replay([FIXTURE]))[:5]))
+    sent = produce(lake, replay_records(list(read_replay([FIXTURE]))[:5]))
     assert run_layers(lake, list(LAYERS), once=True) == 0
     assert delta_rows(lake, "bronze.opensky_states") == sent + 1

@@ -15,21 +15,14 @@ from pathlib import Path
 import pytest
 
 from ingestion.replay import read_replay
-from ingestion.states import response_to_records
 from lakehouse.status import accounting
-from tests.helpers import REPO, cli_env, delta_rows, free_port, produce
+from tests.helpers import REPO, cli_env, delta_rows, free_port, produce, replay_records
 
 pytestmark = pytest.mark.integration
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
 # What a stack trace or an error leaves in a log: Python's and the JVM's.
 TRACE = re.compile(r"Traceback|Exception|^\s+at [\w$.]+\(|\bERROR\b|Error while sending", re.MULTILINE)
-
-
-def _records(responses):
-    import json
-
-    return [(rec["icao24"], json.dumps(rec)) for r in responses for rec in response_to_records(r, "replay", 0)]
 
 
 def _start(settings, log: Path, *args: str) -> subprocess.Popen:
@@ -64,7 +57,7 @@ def _ctrl_c(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
 
 
 def test_ctrl_c_stops_run_all_in_one_line_without_a_trace(lake, tmp_path):
-    produce(lake, _records(list(read_replay([FIXTURE]))[:60]))
+    produce(lake, replay_records(list(read_replay([FIXTURE]))[:60]))
     log = tmp_path / "run-all.log"
     proc = _start(lake, log, "run", "all")
     _wait_for_gold(lake, proc, log)
