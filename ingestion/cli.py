@@ -2,8 +2,8 @@
 
     produce --source opensky [--bbox LAMIN,LOMIN,LAMAX,LOMAX] [--max-polls N]
     produce --source replay --path FILE [FILE...] [--speedup N|max] [--loop]
-    produce --source simulate [--aircraft N] [--seed S] [--anomaly-rate F] [--snapshots N]
-            [--labels FILE] [--speedup N|max]
+    produce --source simulate [--aircraft N] [--seed S] [--anomaly-rate F] [--anomaly-kinds rules|all]
+            [--snapshots N] [--labels FILE] [--speedup N|max]
     common: [--record FILE] [--max-records N] [--duration SECONDS]
 
 One Kafka record per state vector (ARCHITECTURE.md), key ``icao24``, idempotent producer with
@@ -44,6 +44,9 @@ def configure(parser) -> None:
     parser.add_argument("--aircraft", type=int, help="simulate: number of aircraft (simulator.aircraft)")
     parser.add_argument("--seed", type=int, help="simulate: random seed (simulator.seed)")
     parser.add_argument("--anomaly-rate", type=float, help="simulate: fraction of aircraft with an anomaly")
+    parser.add_argument("--anomaly-kinds", choices=("rules", "all"), default="rules",
+                        help="simulate: inject the kinds a safety rule names (default) or also the kinds "
+                             "no rule can see (ingestion.simulator.MODEL_KINDS)")
     parser.add_argument("--snapshots", type=int, metavar="N", help="simulate: stop after N snapshots")
     parser.add_argument("--start-time", type=int, metavar="EPOCH_S", help="simulate: time of the first snapshot")
     parser.add_argument("--labels", metavar="FILE", help="simulate: write the anomaly labels CSV here")
@@ -242,7 +245,7 @@ def simulation_start(snapshots: int | None, interval_s: float, speedup: float | 
 
 
 def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
-    from ingestion.simulator import LabelWriter, Simulator
+    from ingestion.simulator import ANOMALY_KINDS, RULE_KINDS, LabelWriter, Simulator
 
     cfg = settings.simulator
     start = (args.start_time if args.start_time is not None
@@ -252,6 +255,7 @@ def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
         aircraft=cfg.aircraft if args.aircraft is None else args.aircraft,
         anomaly_rate=cfg.anomaly_rate if args.anomaly_rate is None else args.anomaly_rate,
         interval_s=cfg.interval_s, start_time=start, ground_fraction=cfg.ground_fraction,
+        kinds=ANOMALY_KINDS if getattr(args, "anomaly_kinds", "rules") == "all" else RULE_KINDS,
     )
     log.info("simulate: %d aircraft, seed %s, anomaly rate %g, a snapshot every %g s from %d, speedup %s",
              sim.n, cfg.seed if args.seed is None else args.seed, sim.anomaly_rate, cfg.interval_s, start,

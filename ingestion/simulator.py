@@ -21,6 +21,24 @@ aircraft gets one anomaly starting at a random snapshot of the period (when airb
 - ``position_jump``: one report 0.5-1.5 degrees away from the track;
 - ``altitude_drop``: one report with the barometric altitude dropped to 50-250 m at speed.
 
+Those five (:data:`RULE_KINDS`, the default ``kinds``) are what the safety rules
+(``lakehouse.transforms.rules``) are for. The kinds of :data:`MODEL_KINDS` (pass
+``kinds=ANOMALY_KINDS``) stay inside every rule's bounds and are invisible to them: each is a state
+physically inconsistent with itself or with the aircraft's previous report, which only a model
+of normal kinematics can tell:
+
+- ``slow_cruise``: one report at cruise altitude (above 6,000 m) with a ground speed of 60-90 m/s,
+  a crawl at which no airliner stays airborne up there (it keeps flying at its real speed);
+- ``altitude_step``: one barometric altitude 150-400 m above or below the level the aircraft
+  cruises at, while the reported vertical rate stays flat and the geometric altitude does not
+  move;
+- ``geo_divergence``: for 3 reports the geometric (GNSS) altitude 800-1,500 m away from the
+  barometric one, far beyond what weather explains;
+- ``speed_mismatch``: for 3 reports a ground speed 35-50 % below the distance actually flown
+  per second (well within the position-jump rule's factor of 3);
+- ``impossible_turn``: for 2 reports a true track 70-150 degrees away from the course flown,
+  a turn no aircraft makes in one report interval.
+
 Every anomalous state is labelled ``(icao24, time_position, kind)`` (``write_labels`` -> CSV).
 """
 
@@ -36,8 +54,15 @@ import numpy as np
 from ingestion.icao import blocks_of
 
 EARTH_RADIUS_M = 6_371_000.0
-ANOMALY_KINDS = ("emergency_squawk", "rapid_descent", "speed_spike", "position_jump", "altitude_drop")
-_DURATION = {"emergency_squawk": 6, "rapid_descent": 4, "speed_spike": 1, "position_jump": 1, "altitude_drop": 1}
+# Kinds a safety rule names (see the module docstring) and kinds no rule can see.
+RULE_KINDS = ("emergency_squawk", "rapid_descent", "speed_spike", "position_jump", "altitude_drop")
+MODEL_KINDS = ("slow_cruise", "altitude_step", "geo_divergence", "speed_mismatch", "impossible_turn")
+ANOMALY_KINDS = RULE_KINDS + MODEL_KINDS
+_DURATION = {"emergency_squawk": 6, "rapid_descent": 4, "speed_spike": 1, "position_jump": 1, "altitude_drop": 1,
+             "slow_cruise": 1, "altitude_step": 1, "geo_divergence": 3, "speed_mismatch": 3, "impossible_turn": 2}
+# Where a kind can be injected: (minimum altitude in m, cruising only).
+_APPLICABLE = {"rapid_descent": (4000.0, False), "slow_cruise": (6000.0, False), "altitude_step": (3000.0, True),
+               "speed_mismatch": (1000.0, False), "impossible_turn": (500.0, False)}
 GROUND, CLIMB, CRUISE, DESCENT = 0, 1, 2, 3
 
 # (ICAO code, latitude, longitude) of real airports.
@@ -103,11 +128,16 @@ class Simulator:
     """Deterministic synthetic sky. See the module docstring."""
 
     def __init__(self, seed: int = 42, aircraft: int = 500, anomaly_rate: float = 0.02, interval_s: float = 10.0,
-                 start_time: int = 1_700_000_000, ground_fraction: float = 0.08, anomaly_period: int = 60):
+                 start_time: int = 1_700_000_000, ground_fraction: float = 0.08, anomaly_period: int = 60,
+                 kinds: tuple[str, ...] = RULE_KINDS):
         if aircraft < 1:
             raise ValueError("aircraft must be at least 1")
         if not 0 <= anomaly_rate <= 1 or not 0 <= ground_fraction <= 1:
             raise ValueError("anomaly_rate and ground_fraction must be fractions between 0 and 1")
+        unknown = sorted(set(kinds) - set(ANOMALY_KINDS))
+        if unknown or not kinds:
+            raise ValueError(f"anomaly kinds: {', '.join(unknown) or 'none given'}; known: {', '.join(ANOMALY_KINDS)}")
+        self._kinds = np.array([ANOMALY_KINDS.index(k) for k in kinds])
         self.rng = np.random.default_rng(seed)
         self.n = aircraft
         self.anomaly_rate = anomaly_rate
@@ -275,7 +305,7 @@ class Simulator:
         chosen = self.rng.choice(self.n, size=min(k, self.n), replace=False)
         chosen = chosen[self._anomaly_kind[chosen] < 0]
         for i, offset, kind in zip(chosen, self.rng.integers(self.anomaly_period, size=len(chosen)),
-                                   self.rng.integers(len(ANOMALY_KINDS), size=len(chosen)), strict=True):
+                                   self.rng.choice(self._kinds, size=len(chosen)), strict=True):
             self._pending[int(i)] = (self.step_index + int(offset), int(kind))
 
     def _activate_anomalies(self) -> None:
@@ -285,7 +315,8 @@ class Simulator:
                 continue
             del pending[i]
             name = ANOMALY_KINDS[kind]
-            if self.phase[i] == GROUND or (name == "rapid_descent" and self.alt[i] < 4000):
+            min_alt, cruising = _APPLICABLE.get(name, (0.0, False))
+            if self.phase[i] == GROUND or self.alt[i] < min_alt or (cruising and self.phase[i] != CRUISE):
                 continue  # not applicable now: not injected, not labelled
             self._anomaly_kind[i] = kind
             self._anomaly_start[i] = self.step_index
@@ -299,6 +330,14 @@ class Simulator:
                 self._anomaly_param[i] = self.rng.uniform(0, 360)
             elif name == "altitude_drop":
                 self._anomaly_param[i] = self.rng.uniform(50, 250)
+            elif name == "slow_cruise":
+                self._anomaly_param[i] = self.rng.uniform(60, 90)
+            elif name in ("altitude_step", "geo_divergence", "impossible_turn"):
+                low, high = {"altitude_step": (150, 400), "geo_divergence": (800, 1500),
+                             "impossible_turn": (70, 150)}[name]
+                self._anomaly_param[i] = self.rng.uniform(low, high) * self.rng.choice([-1.0, 1.0])
+            elif name == "speed_mismatch":
+                self._anomaly_param[i] = self.rng.uniform(0.5, 0.65)
         # end the anomalies whose duration is over
         active = np.flatnonzero(self._anomaly_kind >= 0)
         for i in active:
@@ -312,6 +351,9 @@ class Simulator:
         lat, lon = self.lat.copy(), self.lon.copy()
         baro = np.round(self.alt, 1)
         velocity = self.speed.copy()
+        track = self.track.copy()
+        # GNSS altitude: the true altitude, whatever the barometric report says
+        geo = np.round(self.alt + self._geo_offset, 1)
         squawk = self.squawk.copy()
         labels = []
         for i in np.flatnonzero(self._anomaly_kind >= 0):
@@ -327,12 +369,21 @@ class Simulator:
                 lat[i], lon[i] = _destination(lat[i], lon[i], p, self.rng.uniform(55_000, 165_000))
             elif name == "altitude_drop":
                 baro[i] = round(p, 1)
+            elif name == "slow_cruise":
+                velocity[i] = p
+            elif name == "altitude_step":
+                baro[i] = round(baro[i] + p, 1)
+            elif name == "geo_divergence":
+                geo[i] = round(geo[i] + p, 1)
+            elif name == "speed_mismatch":
+                velocity[i] = velocity[i] * p
+            elif name == "impossible_turn":
+                track[i] = (track[i] + p) % 360.0
             labels.append(Label(self.icao24[i], t, name))
-        geo = np.round(baro + self._geo_offset, 1)
         cols = (
             self.icao24.tolist(), self.callsign.tolist(), self.country.tolist(),
             np.round(lon, 5).tolist(), np.round(lat, 5).tolist(), baro.tolist(), (~air).tolist(),
-            np.round(velocity, 2).tolist(), np.round(self.track, 2).tolist(), np.round(self.vrate, 2).tolist(),
+            np.round(velocity, 2).tolist(), np.round(track, 2).tolist(), np.round(self.vrate, 2).tolist(),
             geo.tolist(), squawk.tolist(), self.category.tolist(),
         )
         rows = [

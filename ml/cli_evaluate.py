@@ -7,7 +7,7 @@ Data: two simulator runs (``ingestion.simulator``; different seeds) and real rec
 (replay files, default the traffic-sample fixture), split in time. Unless ``--model`` names a
 published artefact, a model is trained exactly as ``train`` does (same settings, same code) on
 the first run plus the first half of the real tracks, and tested on the second run (labelled
-injected anomalies) and the second half of the real tracks (assumed clean). Reports ML alone,
+injected anomalies, including the kinds no rule can see) and the second half of the real tracks (assumed clean). Reports ML alone,
 the gold rules alone and both, per anomaly kind; the false-alarm rate on the real tracks; a
 threshold sweep; and a score histogram.
 """
@@ -53,6 +53,7 @@ def evaluate(settings, out_dir: str, *, aircraft: int = 2000, train_aircraft: in
     import numpy as np
     import pandas as pd
 
+    from ingestion.simulator import ANOMALY_KINDS
     from ml.artefact import Model, load_artefact, model_dir
     from ml.evaluation import (
         detection_metrics,
@@ -70,7 +71,9 @@ def evaluate(settings, out_dir: str, *, aircraft: int = 2000, train_aircraft: in
     seed = settings.simulator.seed if seed is None else seed
     train_rate = settings.simulator.anomaly_rate if train_anomaly_rate is None else train_anomaly_rate
     train_sim, _ = simulated_run(settings, seed, train_aircraft, snapshots, train_rate)
-    test_sim, labels = simulated_run(settings, seed + 1, aircraft, snapshots, anomaly_rate)
+    # The test run also injects the kinds no rule can see (ingestion.simulator.MODEL_KINDS);
+    # training sees the simulator's default traffic.
+    test_sim, labels = simulated_run(settings, seed + 1, aircraft, snapshots, anomaly_rate, ANOMALY_KINDS)
     test = attach_labels(test_sim, labels)
     replay = [DEFAULT_REPLAY] if replay is None else replay
     real = replay_states(settings, replay) if replay else test.iloc[:0]

@@ -3,7 +3,9 @@
 Pure metric functions over pandas frames with ``kind`` (null = normal) and ``after_anomaly``
 (see ``ml.labelled.attach_labels``). Per anomaly kind k, precision/recall/F1 are computed on the
 states of kind k plus every normal state (one kind against normal traffic: a flag does not say
-which kind it is, so the false alarms are shared by every kind); "all" uses every labelled state.
+which kind it is, so the false alarms are shared by every kind); "all" uses every labelled state,
+"rule-invisible" the states of the kinds no rule can see (``ingestion.simulator.MODEL_KINDS``),
+the ones the model is there for.
 States right after a labelled one (``after_anomaly``) are neither true nor false alarms and are
 reported apart.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ingestion.simulator import MODEL_KINDS
 from lakehouse.settings import Settings
 
 DETECTORS = ("ml", "rules", "both")
@@ -46,6 +49,9 @@ def detection_metrics(labelled: pd.DataFrame, flags: np.ndarray) -> dict:
         out["per_kind"][k] = _prf(int((flags & is_k).sum()), fp, int(is_k.sum()))
     labelled_mask = kind.notna().to_numpy()
     out["all"] = _prf(int((flags & labelled_mask).sum()), fp, int(labelled_mask.sum()))
+    invisible = kind.isin(MODEL_KINDS).to_numpy()
+    if invisible.any():
+        out["rule_invisible"] = _prf(int((flags & invisible).sum()), fp, int(invisible.sum()))
     out["normal_states"] = int(normal.sum())
     out["false_alarm_rate"] = _round(fp / normal.sum()) if normal.sum() else None
     out["after_anomaly_states"] = int(after.sum())
@@ -151,8 +157,12 @@ def markdown_report(report: dict) -> str:
         if metrics is None:
             lines.append(f"| {det} | (rules not available) | | | | | | |")
             continue
-        for k, row in [*metrics["per_kind"].items(), ("all", metrics["all"])]:
-            lines.append(f"| {det} | {k} | {row['states']} | {row['detected']} | {row['false_alarms']} | "
+        rows = [*metrics["per_kind"].items(), ("all", metrics["all"])]
+        if "rule_invisible" in metrics:
+            rows.append(("all rule-invisible", metrics["rule_invisible"]))
+        for k, row in rows:
+            name = f"{k} (no rule)" if k in MODEL_KINDS else k
+            lines.append(f"| {det} | {name} | {row['states']} | {row['detected']} | {row['false_alarms']} | "
                          f"{fmt(row['precision'])} | {fmt(row['recall'])} | {fmt(row['f1'])} |")
     lines += ["", "| detector | false-alarm rate, simulated normal | false-alarm rate, real clean tracks | "
               "flagged right after an anomaly |", "|---|---:|---:|---:|"]
@@ -173,6 +183,7 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {row['contamination']} | {row['threshold']:.4f} | {fmt(row['ml']['precision'])} | "
                      f"{fmt(row['ml']['recall'])} | {fmt(row['ml']['f1'])} | {fmt(row['ml_false_alarm_rate_real'])} | "
                      f"{fmt(both.get('f1'))} | {fmt(row.get('both_false_alarm_rate_real'))} |")
-    lines += ["", "Per kind: the states of that kind against all normal states (false alarms shared).",
+    lines += ["", "Per kind: the states of that kind against all normal states (false alarms shared). "
+              "(no rule): a kind that stays inside every rule's bounds (ingestion.simulator.MODEL_KINDS).",
               "Score histogram: `histogram.png`.", ""]
     return "\n".join(lines)

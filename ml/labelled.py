@@ -56,14 +56,15 @@ def to_silver_frame(records: list[dict], settings: Settings) -> pd.DataFrame:
     return frame[list(SILVER_COLUMNS)].reset_index(drop=True)
 
 
-def simulated_run(settings: Settings, seed: int, aircraft: int, snapshots: int,
-                  anomaly_rate: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(states with previous state, labels ``icao24, time_position, kind``) of one simulator run."""
-    from ingestion.simulator import Simulator
+def simulated_run(settings: Settings, seed: int, aircraft: int, snapshots: int, anomaly_rate: float,
+                  kinds: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(states with previous state, labels ``icao24, time_position, kind``) of one simulator run
+    injecting ``kinds`` (default the simulator's: the kinds a rule names)."""
+    from ingestion.simulator import RULE_KINDS, Simulator
     from ingestion.states import response_to_records
 
     sim = Simulator(seed=seed, aircraft=aircraft, anomaly_rate=anomaly_rate,
-                    interval_s=settings.simulator.interval_s)
+                    interval_s=settings.simulator.interval_s, kinds=kinds or RULE_KINDS)
     records: list[dict] = []
     for response in sim.snapshots(snapshots):
         records.extend(response_to_records(response, "simulator", 0))

@@ -24,6 +24,7 @@ from ingestion.opensky import OpenSkyClient, TokenManager
 from ingestion.poller import Poller
 from ingestion.producer import StateProducer
 from ingestion.replay import read_replay
+from ingestion.simulator import MODEL_KINDS, RULE_KINDS
 from tests.helpers import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -85,8 +86,8 @@ def test_replay_values_pass_through_unchanged(lake):
 def test_simulator_lands_exactly_its_states_and_writes_labels(lake, tmp_path):
     labels = tmp_path / "labels.csv"
     result = run_cli(lake, "produce", "--source", "simulate", "--aircraft", "300", "--snapshots", "12",
-                     "--seed", "5", "--anomaly-rate", "0.2", "--speedup", "max", "--start-time", "1700000000",
-                     "--labels", str(labels))
+                     "--seed", "5", "--anomaly-rate", "0.2", "--anomaly-kinds", "all", "--speedup", "max",
+                     "--start-time", "1700000000", "--labels", str(labels))
     records = consume(lake)
     assert len(records) == 300 * 12
     assert len({(v["icao24"], v["time_position"]) for _, v in records}) == 3600
@@ -97,6 +98,7 @@ def test_simulator_lands_exactly_its_states_and_writes_labels(lake, tmp_path):
     by_key = {(v["icao24"], v["time_position"]): v for _, v in records}
     for row in rows:
         assert (row["icao24"], int(row["time_position"])) in by_key
+    assert {row["kind"] for row in rows} & set(RULE_KINDS) and {row["kind"] for row in rows} & set(MODEL_KINDS)
     assert "3600 sent, 0 failed" in result.stderr
 
 

@@ -18,7 +18,7 @@ from ingestion.icao import country_of
 from ingestion.opensky import OpenSkyClient, TokenManager, credit_cost, plan_interval
 from ingestion.poller import Poller
 from ingestion.replay import ReplayStats, ReplayWriter, count_states, read_replay
-from ingestion.simulator import ANOMALY_KINDS, Simulator, write_labels
+from ingestion.simulator import ANOMALY_KINDS, Simulator, _bearing, _distance, write_labels
 from ingestion.states import RECORD_FIELDS, STATE_FIELDS, MalformedResponse, response_to_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
@@ -153,12 +153,13 @@ def test_simulator_kinematics_are_consistent():
 
 
 def test_simulator_injects_every_anomaly_kind_and_labels_it(tmp_path):
-    sim = Simulator(seed=11, aircraft=500, anomaly_rate=0.1)
+    sim = Simulator(seed=11, aircraft=500, anomaly_rate=0.1, kinds=ANOMALY_KINDS)
     responses = {r["time"]: {row[0]: row for row in r["states"]} for r in sim.snapshots(60)}
     kinds = {label.kind for label in sim.labels}
     assert kinds == set(ANOMALY_KINDS)
     for label in sim.labels:
         row = responses[label.time_position][label.icao24]
+        before = responses.get(label.time_position - 10, responses[label.time_position])[label.icao24]
         if label.kind == "emergency_squawk":
             assert row[14] in ("7500", "7600", "7700")
         elif label.kind == "rapid_descent":
@@ -167,6 +168,17 @@ def test_simulator_injects_every_anomaly_kind_and_labels_it(tmp_path):
             assert row[9] >= 450
         elif label.kind == "altitude_drop":
             assert 50 <= row[7] <= 250 and row[9] > 120
+        elif label.kind == "slow_cruise":
+            assert row[7] >= 6000 and 60 <= row[9] <= 90 and not row[8]
+        elif label.kind == "altitude_step":  # the level left by hundreds of metres, rate flat
+            assert abs(row[7] - before[7]) >= 150 and row[11] == 0
+        elif label.kind == "geo_divergence":  # GNSS offsets are N(0, 40 m) otherwise
+            assert abs(row[13] - row[7]) >= 800 - 200
+        elif label.kind == "speed_mismatch":  # slower than the distance it flew
+            assert row[9] <= 0.7 * _distance(before[6], before[5], row[6], row[5]) / 10
+        elif label.kind == "impossible_turn":  # a track far off the course flown
+            course = _bearing(before[6], before[5], row[6], row[5])
+            assert abs((row[10] - course + 180) % 360 - 180) >= 60
     normal = [row for by_icao in responses.values() for row in by_icao.values()]
     labelled = {(label.icao24, label.time_position) for label in sim.labels}
     assert not any(row[14] in ("7500", "7600", "7700") for row in normal if (row[0], row[3]) not in labelled)
