@@ -9,7 +9,7 @@ trains it, on the first silver table of the throughput section).
 Both paths score the same rows with the same artefact, ``sizes.runs`` times each:
 
 - **direct**: ``Model.score(frame)`` on the pandas frame in this process (features + the
-  IsolationForest; loading the artefact excluded) and the threshold comparison;
+  model; loading the artefact excluded) and the threshold comparison;
 - **UDF**: ``add_ml_scores(df, settings)`` on a cached Spark DataFrame of the same rows, forced
   with the ``noop`` sink: Arrow transfer to the Python workers, the same ``Model.score``, and
   back. Building and caching the DataFrame is excluded.

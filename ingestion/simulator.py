@@ -286,8 +286,7 @@ class Simulator:
         landed = air & (to_go < np.maximum(self.speed * dt, 2000.0)) & (self.alt < 300)
         if landed.any():
             idx = np.flatnonzero(landed)
-            self.phase[idx] = GROUND
-            self.lat[idx], self.lon[idx] = self._ap[d[idx], 0], self._ap[d[idx], 1]
+            self.phase[idx] = GROUND  # where it touched down, within 2 km of the airport point
             self.alt[idx] = 0.0
             self.speed[idx] = 8.0
             self.vrate[idx] = 0.0

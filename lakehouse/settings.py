@@ -174,7 +174,7 @@ class SimulatorSettings:
 @dataclass(frozen=True)
 class MlSettings:
     model_dir: str
-    n_estimators: int
+    tail_quantile: float
     contamination: float
     model_version: str
     arrow_batch_size: int
@@ -182,7 +182,6 @@ class MlSettings:
     score_threshold: float
     reload_interval_s: float
     max_training_rows: int
-    max_samples: int
 
 
 @dataclass(frozen=True)
@@ -273,9 +272,7 @@ _POSITIVE = {
     ("kafka", "start_timeout_s"),
     ("simulator", "aircraft"),
     ("simulator", "interval_s"),
-    ("ml", "n_estimators"),
     ("ml", "arrow_batch_size"),
-    ("ml", "max_samples"),
     ("dashboard", "port"),
     ("dashboard", "refresh_s"),
     ("dashboard", "stale_after_s"),
@@ -381,6 +378,8 @@ def _check(section: str, key: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
     if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
         raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
+    if (section, key) == ("ml", "tail_quantile") and not 0.5 <= value < 1:
+        raise ConfigError(f"ml.tail_quantile: expected a quantile in [0.5, 1), got {value!r}")
     if (section, key) == ("ml", "score_threshold") and not 0 <= value < 1:
         raise ConfigError(f"ml.score_threshold: expected 0 (use the model's) or a score in (0, 1), got {value!r}")
     if (section, key) == ("ml", "model_version") and value and not re.fullmatch(r"v\d{4,}", value):

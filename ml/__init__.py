@@ -1,2 +1,2 @@
-"""Anomaly detection: one feature function, an IsolationForest artefact with lineage, a Spark
+"""Anomaly detection: one feature function, a tail-model artefact (ml.detector) with lineage, a Spark
 scoring step (pandas UDF, iterator form) and an evaluation on labelled data."""

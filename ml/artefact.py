@@ -93,7 +93,8 @@ class Model:
     def score(self, df) -> np.ndarray:
         """Anomaly score per row of ``df`` (state + previous-state columns): higher = stranger.
 
-        ``-score_samples`` of the IsolationForest: in (0, 1], about 0.5 for an ordinary state.
+        ``-score_samples`` of the model (``ml.detector.TailModel``): the largest consistency
+        check over its training scale, >= 0, below 1 for ordinary traffic.
         """
         if len(df) == 0:
             return np.empty(0)

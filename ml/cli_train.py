@@ -2,8 +2,8 @@
 
     opensky-lakehouse train [--delta-version N] [--contamination C]
 
-Reads the table with delta-rs at version N (default: the latest), fits StandardScaler +
-IsolationForest on the features of ml.features and writes ``<ml.model_dir>/vNNNN`` with its
+Reads the table with delta-rs at version N (default: the latest), fits the tail model
+(``ml.detector.TailModel``) on the consistency checks of ml.features and writes ``<ml.model_dir>/vNNNN`` with its
 metadata. A running gold job picks the new version up within ``ml.reload_interval_s``.
 """
 

@@ -6,7 +6,8 @@ Input contract: a pandas DataFrame with the ``silver.flights`` state columns of
 - ``prev_event_time``: event time of the same aircraft's state just before this one (null when
   none is known);
 - ``prev_latitude``, ``prev_longitude`` (degrees), ``prev_baro_altitude`` (m), ``prev_velocity``
-  (m/s): that state's values, null when unknown.
+  (m/s), ``prev_true_track`` (degrees), ``prev_on_ground``: that state's values, null when
+  unknown.
 
 Training builds them with :func:`add_previous_state` (per ``icao24`` ordered by ``event_time``);
 the gold job builds the same thing across micro-batches. A previous state older than
@@ -14,7 +15,9 @@ the gold job builds the same thing across micro-batches. A previous state older 
 both paths because it happens here.
 
 Output: :func:`build_features` returns the float columns of :data:`FEATURES` with NaN where a
-value is unknown, never a made-up zero. :func:`feature_matrix` then fills each NaN with the
+value is unknown, never a made-up zero. The last five, :data:`CHECKS`, are what the model
+(``ml.detector``) scores: how far the state is from what its own fields and the previous state
+say, each >= 0 and log-compressed. :func:`feature_matrix` then fills each NaN with the
 training median stored in the artefact; the ``*_missing``/``has_prev`` indicator columns keep
 "unknown" visible to the model. Units: metres, m/s, degrees, seconds (OpenSky, SI).
 """
@@ -37,10 +40,11 @@ EAS_SCALE_HEIGHT_M = 17_000.0
 
 STATE_COLUMNS: tuple[str, ...] = (
     "icao24", "event_time", "latitude", "longitude", "baro_altitude", "on_ground", "velocity",
-    "true_track", "vertical_rate",
+    "true_track", "vertical_rate", "geo_altitude",
 )
 PREV_COLUMNS: tuple[str, ...] = (
     "prev_event_time", "prev_latitude", "prev_longitude", "prev_baro_altitude", "prev_velocity",
+    "prev_true_track", "prev_on_ground",
 )
 INPUT_COLUMNS: tuple[str, ...] = STATE_COLUMNS + PREV_COLUMNS
 
@@ -55,7 +59,23 @@ FEATURES: tuple[str, ...] = (
     "course_deviation",
     # what is unknown
     "has_prev", "altitude_missing", "velocity_missing", "vertical_rate_missing", "track_missing",
+    # GNSS minus barometric altitude (weather moves it by tens to a few hundred metres)
+    "geo_baro_difference",
+    # the consistency checks (CHECKS)
+    "speed_excess", "altitude_vs_vertical_rate", "geo_vs_baro", "track_vs_course", "speed_change",
 )
+# Each check: >= 0, 0 when the state is what its fields and the previous state imply, NaN when it
+# cannot be checked. Log-compressed, so a decoding glitch of 10,000 m weighs little more than a
+# step of 500 m and the model's scale for each check is set by ordinary traffic.
+CHECKS: tuple[str, ...] = FEATURES[-5:]
+# What each check means, for a person reading an alarm.
+CHECK_REASONS = {
+    "speed_excess": "moved farther than its ground speed allows",
+    "altitude_vs_vertical_rate": "altitude change does not match its vertical rate",
+    "geo_vs_baro": "GNSS and barometric altitude disagree",
+    "track_vs_course": "track does not match the course flown",
+    "speed_change": "ground speed changed faster than an aircraft can",
+}
 
 
 def _seconds(values: pd.Series) -> np.ndarray:
@@ -82,6 +102,11 @@ def bearing_deg(lat1, lon1, lat2, lon2) -> np.ndarray:
     return (np.degrees(np.arctan2(x, y)) + 360.0) % 360.0
 
 
+def bearing_mean(a, b) -> np.ndarray:
+    """The bearing halfway between bearings ``a`` and ``b`` (degrees), across north too."""
+    return (a + ((b - a + 180.0) % 360.0 - 180.0) / 2.0) % 360.0
+
+
 def check_columns(df: pd.DataFrame) -> None:
     missing = [c for c in INPUT_COLUMNS if c not in df.columns]
     if missing:
@@ -103,6 +128,8 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
         t, t_prev = _seconds(df["event_time"]), _seconds(df["prev_event_time"])
         p_lat, p_lon = _num(df, "prev_latitude"), _num(df, "prev_longitude")
         p_alt, p_vel = _num(df, "prev_baro_altitude"), _num(df, "prev_velocity")
+        p_track, geo = _num(df, "prev_true_track"), _num(df, "geo_altitude")
+        p_ground = pd.array(df["prev_on_ground"], dtype="boolean").to_numpy(dtype=float, na_value=np.nan)
         dt = t - t_prev
         has_prev = (dt > 0) & (dt <= PREV_MAX_GAP_S) & np.isfinite(p_lat) & np.isfinite(p_lon)
         dt = np.where(has_prev, dt, np.nan)
@@ -113,6 +140,12 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
         course = bearing_deg(p_lat, p_lon, lat, lon)
         deviation = np.abs((course - track + 180.0) % 360.0 - 180.0)
         altitude_rate = (alt - p_alt) / dt
+        implied_ratio = np.log((implied + 10.0) / (vel + 10.0))
+        airborne_both = (ground == 0.0) & (p_ground == 0.0)
+        # the course flown between two reports is the mean of the tracks at both ends in a steady
+        # turn; without a previous track, the current one
+        mean_track = np.where(np.isfinite(p_track), bearing_mean(p_track, track), track)
+        course_off = np.abs((course - mean_track + 180.0) % 360.0 - 180.0)
 
         out = pd.DataFrame(
             {
@@ -128,7 +161,7 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
                 "on_ground": ground,
                 "equivalent_airspeed": vel * np.exp(-np.maximum(alt, 0.0) / EAS_SCALE_HEIGHT_M),
                 # +10 m/s keeps the ratio finite for parked aircraft; > 0: moved faster than it says
-                "implied_speed_log_ratio": np.log((implied + 10.0) / (vel + 10.0)),
+                "implied_speed_log_ratio": implied_ratio,
                 "altitude_rate": altitude_rate,
                 "vertical_rate_residual": altitude_rate - vrate,
                 "acceleration": (vel - p_vel) / dt,
@@ -138,6 +171,14 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
                 "velocity_missing": np.isnan(vel).astype(float),
                 "vertical_rate_missing": np.isnan(vrate).astype(float),
                 "track_missing": np.isnan(track).astype(float),
+                "geo_baro_difference": geo - alt,
+                # flown faster than reported (the other way round is a position that did not update)
+                "speed_excess": np.where(airborne_both, np.log1p(10.0 * np.maximum(implied_ratio, 0.0)), np.nan),
+                "altitude_vs_vertical_rate": np.where(airborne_both, np.log1p(np.abs(altitude_rate - vrate)), np.nan),
+                "geo_vs_baro": np.where(ground == 0.0, np.log1p(np.abs(geo - alt) / 10.0), np.nan),
+                "track_vs_course": np.where(distance >= COURSE_MIN_DISTANCE_M, np.log1p(course_off), np.nan),
+                # a take-off or landing between two reports is not an acceleration
+                "speed_change": np.where(airborne_both, np.log1p(np.abs(vel - p_vel) / dt), np.nan),
             },
             index=df.index,
         )
@@ -190,6 +231,6 @@ def add_previous_state(df: pd.DataFrame) -> pd.DataFrame:
     """
     out = df.sort_values(["icao24", "event_time"], kind="mergesort").reset_index(drop=True)
     grouped = out.groupby("icao24", sort=False)
-    for column in ("event_time", "latitude", "longitude", "baro_altitude", "velocity"):
+    for column in (c.removeprefix("prev_") for c in PREV_COLUMNS):
         out[f"prev_{column}"] = grouped[column].shift(1)
     return out

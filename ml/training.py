@@ -1,4 +1,4 @@
-"""Training: ``silver.flights`` at a Delta version -> features -> StandardScaler + IsolationForest.
+"""Training: ``silver.flights`` at a Delta version -> features -> the tail model (``ml.detector``).
 
 ``read_silver`` reads the table with delta-rs (no Spark needed); ``fit_model`` is pure (frame in,
 payload out) so the evaluation trains exactly as ``opensky-lakehouse train`` does.
@@ -17,6 +17,7 @@ from lakehouse.catalog import table_path
 from lakehouse.settings import Settings
 from lakehouse.status import delta_uri, storage_options
 from ml.features import (
+    CHECKS,
     FEATURES,
     STATE_COLUMNS,
     add_previous_state,
@@ -69,9 +70,9 @@ def fit_model(states: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
     The score threshold is the training score quantile at ``1 - ml.contamination``: with
     contamination c, a fraction c of states like the training data raises an alarm.
     """
-    from sklearn.ensemble import IsolationForest
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+    import numpy as np
+
+    from ml.detector import TailModel
 
     cfg = settings.ml
     if len(states) < 2:
@@ -83,15 +84,9 @@ def fit_model(states: pd.DataFrame, settings: Settings) -> tuple[dict, dict]:
     features = build_features(frame)
     medians = imputation_medians(features)
     matrix = impute(features, medians)
-    pipeline = Pipeline([
-        ("scale", StandardScaler()),
-        ("forest", IsolationForest(n_estimators=cfg.n_estimators, contamination=cfg.contamination,
-                                   max_samples=min(cfg.max_samples, len(matrix)),
-                                   random_state=cfg.random_state, n_jobs=1)),
-    ])
+    pipeline = TailModel(columns=tuple(FEATURES.index(c) for c in CHECKS), quantile=cfg.tail_quantile)
     pipeline.fit(matrix)
-    # offset_ is the score_samples quantile at contamination: score > -offset_ <=> predict == -1
-    threshold = float(-pipeline.named_steps["forest"].offset_)
+    threshold = float(np.quantile(-pipeline.score_samples(matrix), 1 - cfg.contamination))
     payload = {"pipeline": pipeline, "features": list(FEATURES), "medians": medians, "threshold": threshold}
     stats = {
         "rows": int(len(frame)),
@@ -110,11 +105,11 @@ def metadata_for(payload: dict, stats: dict, settings: Settings, delta_version: 
         "imputation_medians": payload["medians"],
         "score_threshold": payload["threshold"],
         "parameters": {
-            "scaler": "StandardScaler",
-            "model": "IsolationForest",
-            "n_estimators": cfg.n_estimators,
+            "model": "TailModel",
+            "checks": list(CHECKS),
+            "check_scales": [round(float(x), 4) for x in payload["pipeline"].scale_],
+            "tail_quantile": cfg.tail_quantile,
             "contamination": cfg.contamination,
-            "max_samples": cfg.max_samples,
             "random_state": cfg.random_state,
             "max_training_rows": cfg.max_training_rows,
         },

@@ -136,7 +136,7 @@ def test_previous_state_across_micro_batches_equals_the_training_path(spark, bas
     flights = silver_df(spark, base_settings, records).dropDuplicates(["icao24", "event_time"]).cache()
     times = sorted(r.event_time for r in flights.select("event_time").distinct().collect())
     cuts = [times[0], times[len(times) // 3], times[2 * len(times) // 3], times[-1]]
-    kept = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity"]
+    kept = ["icao24", *(c.removeprefix("prev_") for c in PREV_COLUMNS)]  # what gold's state carries
     last, got = no_last(spark).select(*kept), []
     for k in range(3):
         upper = F.col("event_time") <= cuts[k + 1] if k == 2 else F.col("event_time") < cuts[k + 1]

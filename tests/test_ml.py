@@ -12,6 +12,7 @@ import pytest
 
 from ml.artefact import ArtefactError, list_versions, load_artefact, model_dir
 from ml.features import (
+    CHECKS,
     FEATURES,
     INPUT_COLUMNS,
     PREV_COLUMNS,
@@ -25,7 +26,7 @@ from ml.labelled import attach_labels, simulated_run
 @pytest.fixture
 def ml_settings(base_settings, tmp_path):
     return base_settings.replace(storage={"root": str(tmp_path / "lake")},
-                                 ml={"reload_interval_s": 0.0, "max_samples": 1024})
+                                 ml={"reload_interval_s": 0.0})
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +49,15 @@ def state(**values) -> dict:
            "longitude": 2.0, "baro_altitude": 10000.0, "on_ground": False, "velocity": 230.0,
            "true_track": 90.0, "vertical_rate": 0.0, "prev_event_time": pd.Timestamp("2024-01-01T12:00:00Z"),
            "prev_latitude": 48.0, "prev_longitude": 2.0 - 2300.0 / (111_195.0 * np.cos(np.radians(48.0))),
-           "prev_baro_altitude": 10000.0, "prev_velocity": 230.0}
+           "prev_baro_altitude": 10000.0, "prev_velocity": 230.0, "geo_altitude": 10000.0,
+           "prev_true_track": 90.0, "prev_on_ground": False}
     row.update(values)
     return row
 
 
 def test_prev_columns_contract():
     assert PREV_COLUMNS == ("prev_event_time", "prev_latitude", "prev_longitude", "prev_baro_altitude",
-                            "prev_velocity")
+                            "prev_velocity", "prev_true_track", "prev_on_ground")
     assert set(PREV_COLUMNS) <= set(INPUT_COLUMNS)
 
 
@@ -85,6 +87,25 @@ def test_features_of_a_steady_cruise_and_of_glitches():
         assert f.iloc[i][["implied_speed_log_ratio", "altitude_rate", "acceleration"]].isna().all()
 
 
+def test_consistency_checks_are_zero_for_a_consistent_state_and_name_each_inconsistency():
+    rows = pd.DataFrame([
+        state(),
+        state(velocity=100.0, prev_velocity=100.0),  # flew 2,300 m in 10 s reporting 100 m/s
+        state(baro_altitude=10300.0),  # a level step of 300 m, vertical rate flat
+        state(geo_altitude=11200.0),  # GNSS 1,200 m above the barometric altitude
+        state(true_track=200.0, prev_true_track=200.0),  # tracks 110 degrees off the course flown
+        state(velocity=120.0),  # 230 -> 120 m/s in 10 s
+        state(true_track=120.0, prev_true_track=60.0),  # a steady turn: the course flown is the mean
+        state(velocity=80.0, prev_on_ground=True),  # took off between the reports: not an acceleration
+    ])
+    checks = build_features(rows)[list(CHECKS)]
+    assert (checks.iloc[0] < 0.05).all(), checks.iloc[0]
+    assert checks.iloc[6]["track_vs_course"] < 0.05 and checks.iloc[7][["speed_change", "speed_excess"]].isna().all()
+    strongest = [checks.iloc[i].idxmax() for i in range(1, 6)]
+    assert strongest == ["speed_excess", "altitude_vs_vertical_rate", "geo_vs_baro", "track_vs_course",
+                         "speed_change"]
+
+
 def test_missing_values_are_imputed_by_group_medians_not_zero():
     train = pd.DataFrame([state(), state(baro_altitude=11000.0, prev_baro_altitude=11000.0),
                           state(on_ground=True, baro_altitude=120.0, prev_baro_altitude=120.0, velocity=8.0),
@@ -108,11 +129,13 @@ def test_feature_input_without_previous_state_is_refused():
 def test_add_previous_state_orders_per_aircraft():
     t = pd.to_datetime([20, 10, 15], unit="s", utc=True)
     df = pd.DataFrame({"icao24": ["a", "a", "b"], "event_time": t, "latitude": [2.0, 1.0, 5.0],
-                       "longitude": [0.0] * 3, "baro_altitude": [200.0, 100.0, 50.0], "velocity": [1.0, 2.0, 3.0]})
+                       "longitude": [0.0] * 3, "baro_altitude": [200.0, 100.0, 50.0], "velocity": [1.0, 2.0, 3.0],
+                       "true_track": [10.0, 20.0, 30.0], "on_ground": [False, True, False]})
     out = add_previous_state(df)
     assert out["icao24"].tolist() == ["a", "a", "b"]
     assert out["prev_latitude"].tolist()[1] == 1.0
     assert out["prev_baro_altitude"].isna().tolist() == [True, False, True]
+    assert out["prev_true_track"].tolist()[1] == 20.0 and out["prev_on_ground"].tolist()[1] == True  # noqa: E712
 
 
 def test_train_cli_publishes_a_versioned_artefact_with_lineage(ml_settings, sim):
@@ -131,13 +154,14 @@ def test_train_cli_publishes_a_versioned_artefact_with_lineage(ml_settings, sim)
     assert meta1["trained_on"]["delta_version"] == 0 and meta1["trained_on"]["rows"] == len(states) // 2
     assert meta2["trained_on"]["delta_version"] == 1 and meta2["trained_on"]["rows"] == len(states)
     assert meta2["features"] == list(FEATURES)
-    assert meta2["parameters"]["n_estimators"] == 100 and meta2["parameters"]["model"] == "IsolationForest"
+    assert meta2["parameters"]["model"] == "TailModel" and meta2["parameters"]["checks"] == list(CHECKS)
+    assert len(meta2["parameters"]["check_scales"]) == len(CHECKS) and meta2["score_threshold"] > 0
     assert {"scikit-learn", "numpy", "pandas", "python"} <= set(meta2["libraries"])
     assert meta2["created_at"] and len(meta2["sha256"]) == 64
     model = load_artefact(directory)
     assert model.version == "v0002"
     scores = model.score(states)
-    assert scores.shape == (len(states),) and np.all((scores > 0) & (scores <= 1))
+    assert scores.shape == (len(states),) and np.all(scores >= 0)
     # the threshold is the training quantile at 1 - contamination (scored here on its training states)
     contamination = ml_settings.ml.contamination
     assert (scores > model.threshold).sum() == pytest.approx(contamination * len(states), abs=2)
@@ -199,29 +223,28 @@ def test_unknown_version_is_named(published):
         load_artefact(directory, "v0009")
 
 
-def test_evaluation_on_a_small_labelled_run(ml_settings, tmp_path, spark):
+def test_evaluation_meets_the_detection_targets_on_a_smaller_labelled_run(ml_settings, tmp_path, spark):
+    """The model finds the kinds no rule can see, keeps quiet on real tracks, and with the rules
+    catches nearly every injected state (issue 15's targets, default settings, a run of 72,000
+    simulated states instead of 240,000)."""
     from ml.cli_evaluate import evaluate
-    from ml.evaluation import rules_available
 
     out = tmp_path / "eval"
-    settings = ml_settings.replace(ml={"contamination": 0.01, "max_samples": 16384})
-    report = evaluate(settings, str(out), aircraft=300, train_aircraft=150, snapshots=60, seed=5,
-                      anomaly_rate=0.2, train_anomaly_rate=0.1, spark=spark)
+    report = evaluate(ml_settings, str(out), aircraft=600, snapshots=120, seed=5, anomaly_rate=0.1, spark=spark)
     for name in ("evaluation.json", "evaluation.md", "histogram.png"):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "evaluation.json").read_text())["data"] == report["data"]
-    ml = report["detectors"]["ml"]
+    ml, rules, both = (report["detectors"][d] for d in ("ml", "rules", "both"))
     assert report["data"]["labelled_states"] == ml["all"]["states"] > 0
-    # glitches the features were built for are found; a squawk is invisible to the model
-    glitches = [ml["per_kind"][k] for k in ("altitude_drop", "position_jump", "speed_spike") if k in ml["per_kind"]]
-    assert glitches and sum(g["detected"] for g in glitches) >= 0.5 * sum(g["states"] for g in glitches)
-    if "emergency_squawk" in ml["per_kind"]:
-        assert ml["per_kind"]["emergency_squawk"]["recall"] < 0.2
-    assert 0 <= report["real_false_alarm_rate"]["ml"] < 0.2
-    assert "| ml | all |" in (out / "evaluation.md").read_text()
-    if rules_available():
-        both, rules = report["detectors"]["both"], report["detectors"]["rules"]
-        assert both["all"]["detected"] >= max(ml["all"]["detected"], rules["all"]["detected"])
+    invisible = ml["rule_invisible"]
+    assert invisible["states"] >= 50 and invisible["recall"] >= 0.80, invisible
+    assert rules["rule_invisible"]["detected"] == 0  # they are invisible to the rules indeed
+    assert report["real_false_alarm_rate_without_glitches"]["ml"] <= 0.005
+    assert report["real_glitches"]["flagged_ml"] == report["real_glitches"]["states"]  # real glitches are found
+    assert both["all"]["f1"] >= 0.95, both["all"]
+    assert ml["per_kind"]["emergency_squawk"]["recall"] < 0.2  # a squawk code is the rules' job
+    md = (out / "evaluation.md").read_text()
+    assert "| ml | all rule-invisible |" in md and "slow_cruise (no rule)" in md
 
 
 def test_metrics_count_after_anomaly_states_apart():

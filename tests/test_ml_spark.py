@@ -23,7 +23,7 @@ COLUMNS = [*INPUT_COLUMNS, "squawk", "callsign"]
 @pytest.fixture
 def ml_settings(base_settings, tmp_path):
     return base_settings.replace(storage={"root": str(tmp_path / "lake")},
-                                 ml={"reload_interval_s": 0.0, "max_samples": 2048, "arrow_batch_size": 500})
+                                 ml={"reload_interval_s": 0.0, "arrow_batch_size": 500})
 
 
 @pytest.fixture(scope="module")

@@ -45,12 +45,14 @@ Step = Callable[[DataFrame], DataFrame]
 
 
 def with_previous_state(last: DataFrame) -> Step:
-    """Add ``prev_event_time/latitude/longitude/baro_altitude/velocity`` (the contract
-    ``ml.features.PREV_COLUMNS``): the same aircraft's state just before in event time, among
-    this batch's states and ``last`` (each aircraft's last known state from earlier batches)."""
+    """Add ``prev_event_time/latitude/longitude/baro_altitude/velocity/true_track/on_ground``
+    (the contract ``ml.features.PREV_COLUMNS``): the same aircraft's state just before in event
+    time, among this batch's states and ``last`` (each aircraft's last known state from earlier
+    batches)."""
 
     def step(states: DataFrame) -> DataFrame:
-        cols = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity"]
+        cols = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity", "true_track",
+                "on_ground"]
         known = last.select(*cols).withColumn("_new", F.lit(False))
         both = states.withColumn("_new", F.lit(True)).unionByName(known, allowMissingColumns=True)
         order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
