@@ -65,7 +65,9 @@ def reasons(row) -> str:
     parts = rule_list(row.get("rules"))
     score = row.get("anomaly_score")
     if row.get("ml_anomaly"):
-        parts.append(f"ML score {score:.2f}" if score is not None and not pd.isna(score) else "ML")
+        why = row.get("ml_reason")
+        parts.append((f"ML score {score:.2f}" if score is not None and not pd.isna(score) else "ML")
+                     + (f" ({why})" if isinstance(why, str) and why else ""))
     return ", ".join(parts)
 
 
@@ -229,7 +231,7 @@ def feed_table(feed: pd.DataFrame) -> pd.DataFrame:
     """The anomaly feed as shown: newest first, rules joined, score rounded, times as UTC."""
     if feed.empty:
         return pd.DataFrame(columns=["time (UTC)", "callsign", "icao24", "country", "rules", "score",
-                                     "ML", "states"])
+                                     "ML", "why (model)", "states"])
     return pd.DataFrame({
         "time (UTC)": pd.to_datetime(feed.event_time, utc=True).dt.strftime("%Y-%m-%d %H:%M:%S"),
         "callsign": feed.callsign.fillna(""),
@@ -238,5 +240,6 @@ def feed_table(feed: pd.DataFrame) -> pd.DataFrame:
         "rules": feed.rules.map(lambda cell: ", ".join(rule_list(cell))),
         "score": feed.anomaly_score.round(3),
         "ML": feed.ml_anomaly.fillna(False).astype(bool),
+        "why (model)": feed.ml_reason.fillna("") if "ml_reason" in feed else "",
         "states": feed.states,
     })

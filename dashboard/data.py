@@ -38,11 +38,11 @@ GOLD_TABLES = (LIVE, ANOMALIES, WINDOWS, COUNTRIES)
 LIVE_COLUMNS = [
     "icao24", "callsign", "origin_country", "event_time", "longitude", "latitude", "baro_altitude",
     "on_ground", "velocity", "true_track", "vertical_rate", "squawk", "rules", "rule_anomaly",
-    "anomaly_score", "ml_anomaly", "is_anomaly",
+    "anomaly_score", "ml_anomaly", "is_anomaly", "ml_reason",
 ]
 ANOMALY_COLUMNS = [
     "icao24", "callsign", "origin_country", "event_time", "longitude", "latitude", "baro_altitude",
-    "velocity", "vertical_rate", "anomaly_score", "ml_anomaly", "rules",
+    "velocity", "vertical_rate", "anomaly_score", "ml_anomaly", "rules", "ml_reason",
 ]
 TRAIL_COLUMNS = ["icao24", "event_time", "longitude", "latitude", "baro_altitude"]
 ML_RULE = "ml_anomaly"  # the filter's name for "flagged by the model"
@@ -181,11 +181,17 @@ class DeltaSource:
             dataset = dt.to_pyarrow_dataset(file_pruning_predicate=pruning)
             # Single-threaded scan: pyarrow's scanner threads abort the process at interpreter
             # exit now and then (delta-io/delta-rs#2184); these reads are small anyway.
-            arrow = dataset.to_table(columns=columns, filter=filter_expr, use_threads=False)
+            # a column added after this version was written (lakehouse.tables.ADDED_COLUMNS) reads null
+            present = [c for c in columns if c in dataset.schema.names]
+            arrow = dataset.to_table(columns=present, filter=filter_expr, use_threads=False)
         except (FileNotFoundError, OSError) as exc:  # data files vacuumed away
             self._forget_before(version)
             raise VersionUnavailable(f"{self.uri} version {version} can no longer be read: {exc}") from None
         frame = arrow.to_pandas()
+        for c in columns:
+            if c not in frame:
+                frame[c] = None
+        frame = frame[list(columns)]
         with self._lock:
             self._cache[cache_key] = frame
             while len(self._cache) > self.cache_size:

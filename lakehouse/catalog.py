@@ -71,6 +71,10 @@ _STATE_COLUMNS = """
 _SCORED_COLUMNS = """, rules array<string>, rule_anomaly boolean, anomaly_score double,
     ml_anomaly boolean, is_anomaly boolean, model_version string"""
 
+# Why the model flagged a state, in words (null when it did not). Added after the tables' first
+# release, so last in each: lakehouse.tables.ADDED_COLUMNS adds it to older tables in place.
+_EXPLAINED = ", ml_reason string"
+
 # An open window's states of one aircraft (and origin country), summed: what the window tables
 # need to be exact (distinct aircraft, reports, averages as sum / count) without keeping the states.
 _WINDOW_PARTIAL_COLUMNS = """, window_start timestamp, window_end timestamp, reports bigint,
@@ -111,7 +115,7 @@ TABLES: dict[str, Table] = {
             name="gold.live_flights",
             partition_by=(),
             keys=("icao24",),
-            schema=_STATE_COLUMNS + _SCORED_COLUMNS + ", updated_at timestamp",
+            schema=_STATE_COLUMNS + _SCORED_COLUMNS + ", updated_at timestamp" + _EXPLAINED,
             description="Latest state of every aircraft seen within gold.live_window; rewritten each batch.",
         ),
         Table(
@@ -122,7 +126,7 @@ TABLES: dict[str, Table] = {
                 longitude double, latitude double, baro_altitude double, velocity double,
                 true_track double, vertical_rate double, on_ground boolean, squawk string,
                 anomaly_score double, ml_anomaly boolean, rules array<string>, model_version string,
-                detected_at timestamp, event_date date""",
+                detected_at timestamp, event_date date""" + _EXPLAINED,
             description="Flagged states only: ML score and the names of the rules that fired.",
         ),
         Table(
@@ -157,7 +161,7 @@ TABLES: dict[str, Table] = {
             name="gold._state",
             partition_by=(),
             keys=("kind", "icao24", "event_time", "window_start", "origin_country"),
-            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS + _WINDOW_PARTIAL_COLUMNS,
+            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS + _WINDOW_PARTIAL_COLUMNS + _EXPLAINED,
             description="Gold job state: each aircraft's last state (kind 'last') and, per window not "
             "closed yet, each aircraft's states summed (kind 'window'); rewritten each batch.",
         ),

@@ -34,6 +34,32 @@ MIGRATIONS = {
 }
 
 
+# Nullable columns added to a table after its first release (last in its catalog schema): a table
+# that lacks them gets them in place when a job starts (ALTER TABLE ADD COLUMNS: one metadata
+# commit, no rewrite; older rows read null).
+ADDED_COLUMNS = {
+    "gold.live_flights": ("ml_reason",),
+    "gold.anomalies": ("ml_reason",),
+    "gold._state": ("ml_reason",),
+}
+
+
+def add_missing_columns(spark, settings: Settings, name: str) -> list[str]:
+    """Add the :data:`ADDED_COLUMNS` the existing table ``name`` lacks; returns them."""
+    from delta.tables import DeltaTable
+
+    path = table(name).path(settings)
+    if name not in ADDED_COLUMNS or not DeltaTable.isDeltaTable(spark, path):
+        return []
+    have = set(spark.read.format("delta").load(path).columns)
+    missing = [c for c in ADDED_COLUMNS[name] if c not in have]
+    if missing:
+        types = {f.name: f.dataType.simpleString() for f in spark.createDataFrame([], table(name).schema).schema}
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({', '.join(f'{c} {types[c]}' for c in missing)})")
+        log.info("%s: added column(s) %s (null in the rows written before)", name, ", ".join(missing))
+    return missing
+
+
 def outdated_columns(spark, settings: Settings, name: str) -> list[str]:
     """The columns of the existing table ``name`` whose type (or absence) differs from the catalog
     and that :data:`MIGRATIONS` can rewrite; empty when none or no such table."""
@@ -74,6 +100,7 @@ def ensure_table(spark, settings: Settings, name: str) -> str:
             f"{name} at {path} was written by an older version ({', '.join(outdated)} not as this version "
             f"types them): stop the jobs and run `opensky-lakehouse maintain --table {name}` once to rewrite it "
             "(README, Upgrading)")
+    add_missing_columns(spark, settings, name)
     props = ", ".join(f"'{k}' = '{v}'" for k, v in table_properties(settings, name).items())
     partitioned = f"PARTITIONED BY ({', '.join(spec.partition_by)})" if spec.partition_by else ""
     spark.sql(

@@ -101,6 +101,23 @@ class Model:
         return -self.pipeline.score_samples(feature_matrix(df, self.medians))
 
 
+    def score_and_explain(self, df, threshold: float) -> tuple[np.ndarray, list[str | None]]:
+        """Scores (as :meth:`score`) and, for each state scored above ``threshold``, why: the
+        consistency checks beyond the edge of the training traffic (contribution > 1), strongest
+        first, at most three, in words (``ml.features.CHECK_REASONS``); None for the others."""
+        from ml.features import CHECK_REASONS, CHECKS
+
+        if len(df) == 0:
+            return np.empty(0), []
+        contributions = self.pipeline.contributions(feature_matrix(df, self.medians))
+        scores = contributions.max(axis=1)
+        reasons: list[str | None] = [None] * len(scores)
+        for i in np.flatnonzero(scores > threshold):
+            order = np.argsort(-contributions[i])[:3]
+            reasons[i] = "; ".join(CHECK_REASONS[CHECKS[j]] for j in order if contributions[i, j] > 1.0)
+        return scores, reasons
+
+
 def save_artefact(directory: str, payload: dict, metadata: dict, max_attempts: int = 20) -> str:
     """Publish ``payload`` (pickled) with ``metadata`` as the next version; return the version."""
     os.makedirs(directory, exist_ok=True)

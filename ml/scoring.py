@@ -1,7 +1,8 @@
 """Spark scoring step: ``df.transform(lambda d: add_ml_scores(d, settings))``.
 
-Adds ``anomaly_score`` (double, higher = stranger), ``ml_anomaly`` (boolean) and
-``model_version`` (string). The input needs the columns of ``ml.features.INPUT_COLUMNS`` (the
+Adds ``anomaly_score`` (double, higher = stranger), ``ml_anomaly`` (boolean), ``model_version``
+(string) and ``ml_reason`` (string: why the model flagged the state, in words; null when it did
+not). The input needs the columns of ``ml.features.INPUT_COLUMNS`` (the
 silver state plus the aircraft's previous state).
 
 How the model reaches the workers: on the driver, :class:`ModelSource` resolves the version to
@@ -35,9 +36,9 @@ from ml.features import INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = ("anomaly_score", "ml_anomaly", "model_version")
+OUTPUT_COLUMNS = ("anomaly_score", "ml_anomaly", "model_version", "ml_reason")
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
-_RESULT_TYPE = "anomaly_score double, ml_anomaly boolean"
+_RESULT_TYPE = "anomaly_score double, ml_anomaly boolean, ml_reason string"
 
 
 @dataclass
@@ -131,8 +132,8 @@ def make_scorer(deployed: Deployed, threshold: float):
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = _worker_model(broadcast, sha256)  # once per task at most; cached per worker
         for batch in batches:
-            scores = model.score(batch)
-            yield pd.DataFrame({"anomaly_score": scores, "ml_anomaly": scores > threshold})
+            scores, reasons = model.score_and_explain(batch, threshold)
+            yield pd.DataFrame({"anomaly_score": scores, "ml_anomaly": scores > threshold, "ml_reason": reasons})
 
     return score
 
@@ -142,6 +143,7 @@ def no_scores(df: DataFrame) -> DataFrame:
         df.withColumn("anomaly_score", F.lit(None).cast("double"))
         .withColumn("ml_anomaly", F.lit(False))
         .withColumn("model_version", F.lit(None).cast("string"))
+        .withColumn("ml_reason", F.lit(None).cast("string"))
     )
 
 
@@ -163,5 +165,6 @@ def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
         .withColumn("anomaly_score", F.col("_ml.anomaly_score"))
         .withColumn("ml_anomaly", F.col("_ml.ml_anomaly"))
         .withColumn("model_version", F.lit(deployed.version))
+        .withColumn("ml_reason", F.col("_ml.ml_reason"))
         .drop("_ml")
     )

@@ -123,6 +123,9 @@ def event_time(version: int) -> datetime:
     return T0 + timedelta(seconds=BATCH_SECONDS * version)
 
 
+ML_REASON = "track does not match the course flown"
+
+
 def live_rows(version: int) -> list[dict]:
     rows = []
     for icao24, (on_ground, alt, speed, rules, ml) in VERSIONS[version].items():
@@ -139,7 +142,7 @@ def live_rows(version: int) -> list[dict]:
             "spi": False, "position_source": 0, "category": 0,
             "rules": list(rules), "rule_anomaly": bool(rules), "anomaly_score": 0.9 if ml else 0.2,
             "ml_anomaly": ml, "is_anomaly": bool(rules) or ml, "model_version": "v1",
-            "updated_at": t,
+            "updated_at": t, "ml_reason": ML_REASON if ml else None,
         })
     return rows
 

@@ -112,6 +112,7 @@ def test_feed_lists_flagged_aircraft_newest_first_with_rules_and_score(lakehouse
     assert not c0ffee.ML
     e48d4f = feed.set_index("icao24").loc["e48d4f"]
     assert e48d4f.ML and e48d4f.score == pytest.approx(0.9)
+    assert e48d4f["why (model)"] == gold.ML_REASON and c0ffee["why (model)"] == ""  # the model's reason
     assert c0ffee["time (UTC)"] == gold.event_time(gold.LATEST).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -126,7 +127,7 @@ def test_map_has_every_live_aircraft_rotated_and_coloured_by_state(lakehouse):
     _, _, track = gold.position("c0ffee", gold.LATEST)
     assert points["c0ffee"]["angle"] == pytest.approx((-track) % 360)
     assert points["c0ffee"]["reasons"] == "emergency_squawk, rapid_descent"
-    assert points["e48d4f"]["reasons"] == "extreme_speed, ML score 0.90"
+    assert points["e48d4f"]["reasons"] == f"extreme_speed, ML score 0.90 ({gold.ML_REASON})"  # and why
     assert points["a0b1c2"]["altitude_text"] == "1,000 m"
     assert points["c0ffee"]["vertical_rate_text"] == "-20.0 m/s"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,23 @@ def test_consistency_checks_are_zero_for_a_consistent_state_and_name_each_incons
     strongest = [checks.iloc[i].idxmax() for i in range(1, 6)]
     assert strongest == ["speed_excess", "altitude_vs_vertical_rate", "geo_vs_baro", "track_vs_course",
                          "speed_change"]
+
+
+def test_an_ml_flag_says_in_words_which_checks_drove_it(ml_settings):
+    from ml.artefact import Model
+    from ml.features import CHECK_REASONS, STATE_COLUMNS
+    from ml.training import fit_model
+
+    traffic, _ = simulated_run(ml_settings, seed=4, aircraft=120, snapshots=40, anomaly_rate=0.0)
+    payload, _ = fit_model(traffic[list(STATE_COLUMNS)], ml_settings)
+    model = Model("test", payload["pipeline"], tuple(payload["features"]), payload["medians"], payload["threshold"], {})
+    rows = pd.DataFrame([state(), state(geo_altitude=11500.0),
+                         state(geo_altitude=11500.0, true_track=200.0, prev_true_track=200.0)])
+    scores, reasons = model.score_and_explain(rows, model.threshold)
+    np.testing.assert_array_equal(scores, model.score(rows))
+    assert reasons[0] is None and scores[0] <= model.threshold
+    assert reasons[1] == CHECK_REASONS["geo_vs_baro"]
+    assert set(reasons[2].split("; ")) == {CHECK_REASONS["geo_vs_baro"], CHECK_REASONS["track_vs_course"]}
 
 
 def test_missing_values_are_imputed_by_group_medians_not_zero():
@@ -215,6 +233,17 @@ def test_artefact_whose_pickle_has_other_features_is_refused(published):
     new = save_artefact(directory, payload, {k: v for k, v in meta.items() if k != "sha256"})
     with pytest.raises(ArtefactError, match="same names, different order"):
         load_artefact(directory, new)
+
+
+def test_train_on_recorded_tracks_publishes_a_model_without_silver(ml_settings):
+    """How the demo has a model before silver holds anything: ``train --replay FILE``."""
+    from tests.helpers import run_cli
+
+    fixture = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
+    out = json.loads(run_cli(ml_settings, "train", "--replay", str(fixture)).stdout)
+    assert out["version"] == "v0001" and out["trained_on"]["table"] == "replay"
+    assert out["trained_on"]["rows"] > 4000 and out["trained_on"]["files"] == [str(fixture)]
+    assert load_artefact(model_dir(ml_settings)).version == "v0001"
 
 
 def test_unknown_version_is_named(published):

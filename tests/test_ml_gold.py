@@ -36,7 +36,7 @@ def _pipeline_once(spark, settings):
 
 def _live(settings):
     return DeltaTable(table_path(settings, "gold.live_flights")).to_pandas(
-        columns=["icao24", "anomaly_score", "ml_anomaly", "model_version"])
+        columns=["icao24", "anomaly_score", "ml_anomaly", "model_version", "ml_reason"])
 
 
 def _next_gold_batch(settings) -> int:
@@ -62,6 +62,7 @@ def test_gold_scores_with_the_newest_model_without_restart(spark, lake, monkeypa
     live = _live(settings)
     assert set(live["model_version"]) == {v1}
     assert live["anomaly_score"].notna().all()
+    assert (live["ml_reason"].notna() == live["ml_anomaly"]).all()  # a reason for each ML flag, only then
 
     v2, _ = train(settings)
     assert v2 != v1
@@ -84,5 +85,7 @@ def test_gold_scores_with_the_newest_model_without_restart(spark, lake, monkeypa
     produce(settings, _records(fourth))  # the next batch takes the newest model
     _pipeline_once(spark, settings)
     assert v3 in set(_live(settings)["model_version"])
-    anomalies = DeltaTable(table_path(settings, "gold.anomalies")).to_pandas(columns=["model_version"])
+    anomalies = DeltaTable(table_path(settings, "gold.anomalies")).to_pandas(
+        columns=["model_version", "ml_anomaly", "ml_reason"])
     assert set(anomalies["model_version"].dropna()) <= {v1, v2, v3}
+    assert (anomalies["ml_reason"].notna() == anomalies["ml_anomaly"]).all()

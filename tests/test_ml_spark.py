@@ -45,19 +45,22 @@ def to_spark(spark, frame: pd.DataFrame):
 def test_spark_scores_equal_the_training_path(spark, ml_settings, states):
     version = publish(ml_settings, states)
     scored = to_spark(spark, states).transform(lambda d: add_ml_scores(d, ml_settings))
-    assert scored.columns == [*COLUMNS, "anomaly_score", "ml_anomaly", "model_version"]
+    assert scored.columns == [*COLUMNS, "anomaly_score", "ml_anomaly", "model_version", "ml_reason"]
     assert dict(scored.dtypes)["anomaly_score"] == "double" and dict(scored.dtypes)["ml_anomaly"] == "boolean"
     got = scored.toPandas()
     got["event_time"] = got["event_time"].dt.tz_localize("UTC")  # Spark hands back naive UTC
     model = load_artefact(model_dir(ml_settings), version)
-    expected = model.score(states)
-    merged = states.assign(expected=expected).merge(got[["icao24", "event_time", "anomaly_score", "ml_anomaly",
-                                                         "model_version"]],
+    expected, reasons = model.score_and_explain(states, model.threshold)
+    np.testing.assert_array_equal(expected, model.score(states))
+    merged = states.assign(expected=expected, reason=reasons).merge(got[["icao24", "event_time", "anomaly_score",
+                                                                        "ml_anomaly", "model_version", "ml_reason"]],
                                                      on=["icao24", "event_time"], validate="one_to_one")
     assert len(merged) == len(states)
     np.testing.assert_allclose(merged["anomaly_score"], merged["expected"], rtol=0, atol=1e-12)
     assert (merged["ml_anomaly"] == (merged["expected"] > model.threshold)).all()
     assert set(merged["model_version"]) == {"v0001"}
+    assert merged["ml_reason"].fillna("").tolist() == merged["reason"].fillna("").tolist()
+    assert (merged["ml_reason"].notna() == merged["ml_anomaly"]).all() and merged["ml_anomaly"].any()
     assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "500"
 
 
@@ -66,7 +69,7 @@ def test_without_a_model_the_rules_run_alone(spark, ml_settings, states, caplog)
     scored = to_spark(spark, states.head(20)).transform(lambda d: add_ml_scores(d, ml_settings)).toPandas()
     assert scored["anomaly_score"].isna().all()
     assert not scored["ml_anomaly"].any()
-    assert scored["model_version"].isna().all()
+    assert scored["model_version"].isna().all() and scored["ml_reason"].isna().all()
     assert "runs on the rules only" in caplog.text
 
 

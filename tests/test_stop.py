@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from ingestion.replay import read_replay
+from lakehouse.catalog import table_path
 from lakehouse.status import accounting
 from tests.helpers import REPO, cli_env, delta_rows, free_port, produce, replay_records
 
@@ -80,3 +82,7 @@ def test_ctrl_c_stops_the_demo_component_by_component_without_a_trace(lake, tmp_
         assert line in after, f"{line!r} missing:\n{after[-4000:]}"
     counts = accounting(settings)
     assert counts["holds"], counts
+    # the demo trained a model on the recording before it started: gold scored with it
+    assert "demo: training the anomaly model on the recorded tracks" in log.read_text()
+    live = DeltaTable(table_path(settings, "gold.live_flights")).to_pandas(columns=["model_version", "anomaly_score"])
+    assert len(live) and live.model_version.notna().all() and live.anomaly_score.notna().all()

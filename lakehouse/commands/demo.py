@@ -1,7 +1,9 @@
 """Start everything on a recorded capture: broker, replay, lakehouse jobs and dashboard.
 
 Steps (each says what it does): start the embedded Kafka broker; fetch the real OpenSky tracks
-shipped with ``traffic==2.13`` and write a replay file (once); replay it into Kafka in the
+shipped with ``traffic==2.13`` and write a replay file (once); train the anomaly model on those
+tracks (once, while no model exists: ML scores and explained ML anomalies from the first
+micro-batch on; ``opensky-lakehouse train`` later trains on silver); replay it into Kafka in the
 background (``--speedup``, looping so the sky stays live); run bronze, silver and gold as one
 streaming Spark application; serve the dashboard. Ctrl-C stops the jobs, the replay and the
 dashboard; ``opensky-lakehouse kafka stop`` stops the broker.
@@ -51,6 +53,10 @@ def run(args, settings) -> int:
         if not Path(replay).is_file():
             _step(f"fetching the real '{args.sample}' tracks (traffic==2.13 wheel)",
                   _cli("samples", "fetch", args.sample, "--out", replay))
+    from ml.artefact import latest_version, model_dir
+
+    if latest_version(model_dir(settings)) is None:  # ML scores from the first micro-batch on
+        _step("training the anomaly model on the recorded tracks", _cli("train", "--replay", replay))
     if args.once:
         _step("replaying the capture into Kafka", _cli("produce", "--source", "replay", "--path", replay,
                                                       "--speedup", "max"))

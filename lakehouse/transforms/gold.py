@@ -69,6 +69,7 @@ def no_model(df: DataFrame) -> DataFrame:
         df.withColumn("anomaly_score", F.lit(None).cast("double"))
         .withColumn("ml_anomaly", F.lit(False))
         .withColumn("model_version", F.lit(None).cast("string"))
+        .withColumn("ml_reason", F.lit(None).cast("string"))
     )
 
 
