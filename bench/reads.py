@@ -62,6 +62,7 @@ def live_snapshot(response: dict, schema, now: datetime):
         "category": col["category"], "rules": [[] for _ in rows], "rule_anomaly": [False] * len(rows),
         "anomaly_score": [0.0] * len(rows), "ml_anomaly": [False] * len(rows),
         "is_anomaly": [False] * len(rows), "model_version": [None] * len(rows), "updated_at": [now] * len(rows),
+        "ml_reason": [None] * len(rows),
     }
     return pa.table(data, schema=schema)
 

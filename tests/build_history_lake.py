@@ -42,7 +42,7 @@ def live_batch(rng_state: dict, version: int, n: int) -> pd.DataFrame:
         "squawk": "1000", "spi": False, "position_source": 0, "category": 0,
         "rules": rules, "rule_anomaly": base.rule_flag, "anomaly_score": base.score,
         "ml_anomaly": base.ml_flag, "is_anomaly": base.rule_flag | base.ml_flag, "model_version": "bench",
-        "updated_at": t,
+        "updated_at": t, "ml_reason": None,
     })
     return frame
 
