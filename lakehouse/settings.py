@@ -75,6 +75,7 @@ class SparkSettings:
     log_level: str
     ui_enabled: bool
     codegen: bool
+    fast_local_fs: bool
     cache_dir: str
     extra_packages: str
     extra_conf: str

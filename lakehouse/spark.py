@@ -17,6 +17,9 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import zipfile
 from importlib.metadata import version
 
@@ -155,6 +158,7 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.master": settings.spark.master,
         "spark.app.name": settings.spark.app_name,
         **_jar_conf(settings, cache),
+        **_local_fs_conf(settings, cache),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
@@ -192,6 +196,62 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         conf.update(s3_conf(settings))
     conf.update(user_conf(settings))
     return conf
+
+
+JAVA_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java")
+FS_CLASSES = {
+    "spark.hadoop.fs.file.impl": "org.opensky.lakehouse.fs.NoForkLocalFileSystem",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.opensky.lakehouse.fs.NoForkLocalFs",
+}
+
+
+def local_fs_jar(cache: str) -> str | None:
+    """The jar of ``lakehouse/java`` (the local file system without child processes), compiled
+    once per source digest into ``cache`` with the JDK's ``javac``; None when there is no JDK.
+
+    Without Hadoop's native library (pip's pyspark ships none) Hadoop's local file system runs
+    ``chmod`` for every file it creates and ``readlink`` for every rename through FileContext
+    (each Delta commit, each streaming checkpoint file): ~150 child processes of the Spark JVM
+    per ``run all`` trigger. The classes do both in Java and leave the rest to Hadoop.
+    """
+    sources = sorted(glob.glob(os.path.join(JAVA_SRC, "**", "*.java"), recursive=True))
+    digest = hashlib.sha1()
+    for path in sources:
+        digest.update(open(path, "rb").read())
+    target = os.path.join(cache, f"opensky-lakehouse-fs-{digest.hexdigest()[:12]}.jar")
+    if os.path.isfile(target):
+        return target
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if not sources or not javac or not jar:
+        log.info("no JDK (javac, jar) on PATH: Hadoop's local file system forks chmod/readlink per file")
+        return None
+    import pyspark
+
+    hadoop = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    os.makedirs(cache, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        built = subprocess.run([javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(hadoop), "-d", tmp,
+                                *sources], capture_output=True, text=True)
+        if built.returncode == 0:
+            built = subprocess.run([jar, "cf", f"{target}.{os.getpid()}.tmp", "-C", tmp, "."], capture_output=True,
+                                   text=True)
+        if built.returncode != 0:
+            log.warning("could not compile %s (Hadoop's local file system stays): %s", JAVA_SRC,
+                        (built.stderr or built.stdout).strip()[-500:])
+            return None
+    os.replace(f"{target}.{os.getpid()}.tmp", target)  # whole, even with several processes building it
+    return target
+
+
+def _local_fs_conf(settings: Settings, cache: str) -> dict[str, str]:
+    """The no-fork local file system (:func:`local_fs_jar`) for a local master (one JVM: the
+    driver's class path is the executors'); nothing for a cluster or when it cannot be built."""
+    if not is_local_master(settings) or not settings.spark.fast_local_fs:
+        return {}
+    jar = local_fs_jar(cache)
+    if jar is None:
+        return {}
+    return {"spark.driver.extraClassPath": jar, **FS_CLASSES}
 
 
 def _jars_manifest(settings: Settings, cache: str) -> str:

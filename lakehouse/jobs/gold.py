@@ -133,7 +133,7 @@ def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint:
                      release=release)
     finally:
         step.done()
-        for df in release:
+        for df in reversed(release):  # the derived first: none left to re-plan over the base
             df.unpersist()
 
 
@@ -146,7 +146,7 @@ def process_gold(batch_df, batch_id: int, *, settings: Settings, app: str, check
                          release=release)
     if batch is not None:
         batch.write_live(writes, step)
-        batch.write_rest(writes, step)
+        batch.write_rest(writes, step, release)
 
 
 @dataclass
@@ -155,6 +155,8 @@ class GoldBatch:
 
     Written in two parts: :meth:`write_live` (``gold.live_flights``, first: what the map shows)
     and :meth:`write_rest` (anomalies, window and country counts, then, last, the job state).
+    Only the live flights are planned before the first write; the windows' work waits for
+    :meth:`write_rest`, so it does not delay the map.
     """
 
     settings: Settings
@@ -162,9 +164,12 @@ class GoldBatch:
     batch_id: int
     live_flights: DataFrame
     anomalies: DataFrame
-    window_stats: DataFrame
-    country_counts: DataFrame
-    state: DataFrame
+    n_anomalies: int  # rows of ``anomalies``, known before the write (0: skipped)
+    latest: DataFrame  # each aircraft's newest state, the state's ``kind = 'last'`` rows
+    windowed: DataFrame  # the batch's states with their window, for windows still open
+    late: DataFrame | None  # states for windows an earlier batch closed (counted for the log)
+    open_windows: DataFrame  # the state's open windows' partials
+    newest: object  # the newest event time seen, this batch included
     migrate: bool
     message: str
 
@@ -177,22 +182,37 @@ class GoldBatch:
         self._write(writes, step, "gold.live_flights", self.live_flights, mode="overwrite")
         crash_point("gold", self.batch_id, "after_live_flights")
 
-    def write_rest(self, writes: BatchWrites, step: JobSteps) -> None:
-        for name, df in (("gold.anomalies", self.anomalies), ("gold.window_stats", self.window_stats),
-                         ("gold.country_counts", self.country_counts)):
-            self._write(writes, step, name, df)
+    def write_rest(self, writes: BatchWrites, step: JobSteps, release: list) -> None:
+        cfg = self.settings.gold
+        step("window partials")
+        buffer = G.merge_partials(self.open_windows.unionByName(G.window_partials(self.windowed))).persist()
+        release.append(buffer)
+        is_closed = G.closed(_before(self.newest, cfg.window_watermark))
+        closing = buffer.where(is_closed)
+        still_open = buffer.where(~is_closed).withColumn("kind", F.lit("window"))
+        state = (self.latest.withColumn("kind", F.lit("last"))
+                 .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
+        # An append of no rows is still a Delta commit (0.2-0.9 s each): skipped. Most batches
+        # flag nothing and close no window (one closes every window_duration).
+        closes = not closing.isEmpty()
+        late = self.late.count() if self.late is not None else 0
+        for name, df, rows in (("gold.anomalies", self.anomalies, self.n_anomalies),
+                               ("gold.window_stats", G.window_stats(closing), closes),
+                               ("gold.country_counts", G.country_counts(closing), closes)):
+            if rows:
+                self._write(writes, step, name, df)
             crash_point("gold", self.batch_id, f"after_{name.split('.', 1)[1]}")
         # Last: the state a replay of this batch would otherwise read.
         step("write state")
-        writes(self.state, table_path(self.settings, STATE), self.app, mode="overwrite",
+        writes(state, table_path(self.settings, STATE), self.app, mode="overwrite",
                options={"overwriteSchema": "true"} if self.migrate else None)
         crash_point("gold", self.batch_id, "after_state")
-        log.info(self.message)
+        log.info(self.message + (f", {late} late for closed windows" if late else ""))
 
 
 def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
                  release: list) -> GoldBatch | None:
-    """Score silver states ``batch_df`` against the job state and compute every gold output
+    """Score silver states ``batch_df`` against the job state and plan every gold output
     (None for an empty batch); the model version is recorded under ``checkpoint``. DataFrames
     persisted here are appended to ``release`` for the caller to unpersist."""
     spark = batch_df.sparkSession
@@ -201,7 +221,6 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     release.append(state)
     last = state.where("kind = 'last'").select(*G.SCORED_COLUMNS)
-    open_windows = open_partials(state, cfg.window_duration)
     prev_newest = last.agg(F.max("event_time")).first()[0]
     step("model")
     scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
@@ -216,30 +235,20 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
 
     windowed = scored.transform(G.with_window(cfg.window_duration))
+    late = None
     if prev_newest is not None:  # windows closed by an earlier batch take no more states
-        step("late states")
         on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
-        late = windowed.where(~on_time).count()
+        late = windowed.where(~on_time)
         windowed = windowed.where(on_time)
-    else:
-        late = 0
-    step("window partials")
-    buffer = G.merge_partials(open_windows.unionByName(G.window_partials(windowed))).persist()
-    release.append(buffer)
-    is_closed = G.closed(_before(newest, cfg.window_watermark))
-    closing = buffer.where(is_closed)
-    still_open = buffer.where(~is_closed).withColumn("kind", F.lit("window"))
-
-    latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention)))
-    new_state = (latest.withColumn("kind", F.lit("last"))
-                 .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
-    message = (f"gold batch {batch_id}: {summary['n']} states, {summary['anomalies']} anomalies, "
-               f"newest event {newest}" + (f", {late} late for closed windows" if late else ""))
+    # Read twice (live flights, then the state): computed once.
+    latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention))).persist()
+    release.append(latest)
+    message = f"gold batch {batch_id}: {summary['n']} states, {summary['anomalies']} anomalies, newest event {newest}"
     return GoldBatch(settings, app, batch_id,
                      live_flights=G.to_live_flights(latest, _before(newest, cfg.live_window)),
-                     anomalies=G.to_anomalies(scored), window_stats=G.window_stats(closing),
-                     country_counts=G.country_counts(closing), state=new_state,
-                     migrate=is_legacy_state(state), message=message)
+                     anomalies=G.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
+                     windowed=windowed, late=late, open_windows=open_partials(state, cfg.window_duration),
+                     newest=newest, migrate=is_legacy_state(state), message=message)
 
 
 def read_silver(spark, settings: Settings):

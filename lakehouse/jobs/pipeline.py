@@ -75,12 +75,12 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
         if silver_batch is not None:
             silver_batch.write_side_tables(writes, step)
         if gold_batch is not None:
-            gold_batch.write_rest(writes, step)
+            gold_batch.write_rest(writes, step, release)
         if silver_batch is not None:
             silver_batch.write_flights(writes, step)
     finally:
         step.done()
-        for df in release:
+        for df in reversed(release):  # the derived first: none left to re-plan over the base
             df.unpersist()
 
 

@@ -92,7 +92,7 @@ def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoin
                        writes=BatchWrites(spark, checkpoint, batch_id), step=step, release=release)
     finally:
         step.done()
-        for df in release:
+        for df in reversed(release):  # the derived first: none left to re-plan over the base
             df.unpersist()
 
 
@@ -102,25 +102,40 @@ class SilverBatch:
 
     Written in two parts: :meth:`write_side_tables` (quarantine, dedup stats) and then, last,
     :meth:`write_flights`, the state the next attempt reads. ``flights`` is persisted (a local
-    checkpoint), for gold to read in the same trigger.
+    checkpoint), for gold to read in the same trigger; the dedup stats are counted in
+    :meth:`write_side_tables`, after the pipeline has written the live flights.
     """
 
     settings: Settings
     app: str
     batch_id: int
     quarantine: DataFrame
-    stats: DataFrame
+    n_in: int
+    n_quarantine: int
+    n_flights: int
+    late: DataFrame | None  # valid rows older than the dedup horizon (not looked up), or None
     flights: DataFrame
-    newest: datetime | None
-    message: str
+    newest: datetime | None  # through this batch
+    newest_here: datetime | None  # of this batch
+    n_late: int = 0  # rows of ``late``, counted by write_side_tables
 
     def write_side_tables(self, writes: BatchWrites, step: JobSteps) -> None:
         crash_point("silver", self.batch_id, "before_write")
-        step("write quarantine")
-        writes(self.quarantine, table_path(self.settings, QUARANTINE), self.app)
+        if self.n_quarantine:  # an append of no rows would still be a Delta commit
+            step("write quarantine")
+            writes(self.quarantine, table_path(self.settings, QUARANTINE), self.app)
         crash_point("silver", self.batch_id, "after_quarantine")
+        step("batch summary")
+        self.n_late = self.late.count() if self.late is not None else 0
+        duplicates = self.n_in - self.n_quarantine - self.n_flights
+        stats = self.quarantine.sparkSession.createDataFrame(
+            [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, duplicates, self.n_late,
+              self.newest_here)],
+            "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
+            "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
+        ).withColumn("committed_at", F.current_timestamp())
         step("write dedup stats")
-        writes(self.stats, table_path(self.settings, STATS), self.app)
+        writes(stats, table_path(self.settings, STATS), self.app)
         _NEWEST[(table_path(self.settings, STATS), self.app)] = (self.batch_id, self.newest)
         crash_point("silver", self.batch_id, "after_stats")
 
@@ -128,7 +143,10 @@ class SilverBatch:
         step("write flights")
         writes(self.flights, table_path(self.settings, FLIGHTS), self.app)
         crash_point("silver", self.batch_id, "after_flights")
-        log.info(self.message)
+        duplicates = self.n_in - self.n_quarantine - self.n_flights
+        log.info(f"silver batch {self.batch_id}: {self.n_in} bronze rows -> {self.n_flights} flights, "
+                 f"{self.n_quarantine} quarantined, {duplicates} duplicates dropped"
+                 + (f", {self.n_late} too late to check" if self.n_late else ""))
 
 
 def process_silver(batch_df, batch_id: int, *, settings: Settings, app: str, writes: BatchWrites, step: JobSteps,
@@ -182,19 +200,9 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     # after the write they would all be duplicates of themselves. The pipeline hands them to gold.
     flights = good.transform(drop_duplicates(known, horizon)).localCheckpoint(eager=True)
     n_flights = flights.count()
-    late = F.col("event_time") < F.lit(horizon) if horizon is not None else F.lit(False)
-    step("batch summary")
-    n_late = good.where(late).count() if horizon is not None else 0
-    stats = spark.createDataFrame(
-        [(app, batch_id, n_in, n_flights, n_quarantine, n_in - n_quarantine - n_flights, n_late, span["hi"])],
-        "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
-        "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
-    ).withColumn("committed_at", F.current_timestamp())
-    message = (f"silver batch {batch_id}: {n_in} bronze rows -> {n_flights} flights, {n_quarantine} quarantined, "
-               f"{n_in - n_quarantine - n_flights} duplicates dropped"
-               + (f", {n_late} too late to check" if n_late else ""))
-    return SilverBatch(settings, app, batch_id, to_quarantine(parsed), stats, flights,
-                       _later(before, span["hi"]), message)
+    late = good.where(F.col("event_time") < F.lit(horizon)) if horizon is not None else None
+    return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, late, flights,
+                       _later(before, span["hi"]), span["hi"])
 
 
 def read_bronze(spark, settings: Settings):

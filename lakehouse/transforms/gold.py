@@ -56,8 +56,8 @@ def with_previous_state(last: DataFrame) -> Step:
         known = last.select(*cols).withColumn("_new", F.lit(False))
         both = states.withColumn("_new", F.lit(True)).unionByName(known, allowMissingColumns=True)
         order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
-        for c in cols[1:]:
-            both = both.withColumn(f"prev_{c}", F.lag(c).over(order))
+        # One projection (withColumns), not one re-analysed plan per column.
+        both = both.withColumns({f"prev_{c}": F.lag(c).over(order) for c in cols[1:]})
         return both.where("_new").drop("_new")
 
     return step
