@@ -54,11 +54,16 @@ def needs_s3(settings: Settings) -> bool:
     return settings.storage.root.startswith(S3_SCHEMES)
 
 
-def hadoop_version() -> str:
-    """Version of the Hadoop client bundled with pyspark (from ``hadoop-client-api-<v>.jar``)."""
+def hadoop_client_jars() -> list[str]:
+    """The ``hadoop-client-api-<v>.jar`` files inside pyspark."""
     import pyspark
 
-    jars = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    return glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+
+
+def hadoop_version() -> str:
+    """Version of the Hadoop client bundled with pyspark (from ``hadoop-client-api-<v>.jar``)."""
+    jars = hadoop_client_jars()
     found = sorted(m.group(1) for j in jars if (m := re.search(r"hadoop-client-api-(\d[\w.-]*)\.jar$", j)))
     if not found:
         raise RuntimeError("no hadoop-client-api-*.jar in pyspark/jars: cannot pick the hadoop-aws version")
@@ -225,9 +230,7 @@ def local_fs_jar(cache: str) -> str | None:
     if not sources or not javac or not jar:
         log.info("no JDK (javac, jar) on PATH: Hadoop's local file system forks chmod/readlink per file")
         return None
-    import pyspark
-
-    hadoop = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))
+    hadoop = hadoop_client_jars()
     os.makedirs(cache, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         built = subprocess.run([javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(hadoop), "-d", tmp,

@@ -119,6 +119,10 @@ class SilverBatch:
     newest_here: datetime | None  # of this batch
     n_late: int = 0  # rows of ``late``, counted by write_side_tables
 
+    @property
+    def duplicates(self) -> int:
+        return self.n_in - self.n_quarantine - self.n_flights
+
     def write_side_tables(self, writes: BatchWrites, step: JobSteps) -> None:
         crash_point("silver", self.batch_id, "before_write")
         if self.n_quarantine:  # an append of no rows would still be a Delta commit
@@ -127,9 +131,8 @@ class SilverBatch:
         crash_point("silver", self.batch_id, "after_quarantine")
         step("batch summary")
         self.n_late = self.late.count() if self.late is not None else 0
-        duplicates = self.n_in - self.n_quarantine - self.n_flights
         stats = self.quarantine.sparkSession.createDataFrame(
-            [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, duplicates, self.n_late,
+            [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, self.duplicates, self.n_late,
               self.newest_here)],
             "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
             "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
@@ -143,9 +146,8 @@ class SilverBatch:
         step("write flights")
         writes(self.flights, table_path(self.settings, FLIGHTS), self.app)
         crash_point("silver", self.batch_id, "after_flights")
-        duplicates = self.n_in - self.n_quarantine - self.n_flights
         log.info(f"silver batch {self.batch_id}: {self.n_in} bronze rows -> {self.n_flights} flights, "
-                 f"{self.n_quarantine} quarantined, {duplicates} duplicates dropped"
+                 f"{self.n_quarantine} quarantined, {self.duplicates} duplicates dropped"
                  + (f", {self.n_late} too late to check" if self.n_late else ""))
 
 
