@@ -84,42 +84,6 @@ class JobSteps:
                 "steps_s": {k: round(v, 4) for k, v in self.seconds.items()}})
 
 
-class Alongside:
-    """Run ``fn()`` in a thread of its own while the caller goes on; :meth:`result` waits for
-    it and returns its value or raises its exception. Its Spark jobs are described as
-    ``<job>: <label>``; its wall time is added to ``steps`` as ``<label>, alongside``."""
-
-    def __init__(self, spark, steps: JobSteps, label: str, fn):
-        from pyspark.util import InheritableThread
-
-        self.steps, self.label, self._value, self._error = steps, label, None, None
-
-        def run():
-            started = time.perf_counter()
-            try:
-                spark.sparkContext.setLocalProperty(JobSteps.DESCRIPTION, f"{steps.job}: {label}")
-                self._value = fn()
-            except Exception as exc:  # noqa: BLE001 (raised again by result())
-                self._error = exc
-            finally:
-                self.seconds = time.perf_counter() - started
-
-        self.seconds = 0.0
-        self._thread = InheritableThread(run, daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        """Wait for the thread (its exception, if any, is left to :meth:`result`)."""
-        self._thread.join()
-        self.steps.seconds[f"{self.label}, alongside"] = self.seconds
-
-    def result(self):
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 _TIMINGS_LOCK = threading.Lock()
 
 

@@ -222,29 +222,26 @@ class GoldInputs:
 
 
 def read_inputs(spark, settings: Settings, checkpoint: str, batch_id: int, release: list,
-                step: JobSteps | None = None) -> GoldInputs:
+                step: JobSteps) -> GoldInputs:
     """Read ``gold._state`` and resolve (or replay) the batch's model: everything of a gold
-    batch that does not depend on its states, so the pipeline reads it while silver runs."""
-    mark = step or (lambda name: None)
-    mark("read state")
+    batch that does not depend on its states."""
+    step("read state")
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     release.append(state)
     last = state.where("kind = 'last'").select(*G.SCORED_COLUMNS)
     prev_newest = last.agg(F.max("event_time")).first()[0]
-    mark("model")
+    step("model")
     scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
     return GoldInputs(state, last, prev_newest, scoring, is_legacy_state(state))
 
 
 def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
-                 release: list, inputs: GoldInputs | None = None) -> GoldBatch | None:
+                 release: list) -> GoldBatch | None:
     """Score silver states ``batch_df`` against the job state and plan every gold output
-    (None for an empty batch); the model version is recorded under ``checkpoint``. ``inputs``:
-    read ahead by the caller (:func:`read_inputs`), else read here. DataFrames persisted here
-    are appended to ``release`` for the caller to unpersist."""
+    (None for an empty batch); the model version is recorded under ``checkpoint``. DataFrames
+    persisted here are appended to ``release`` for the caller to unpersist."""
     cfg = settings.gold
-    if inputs is None:
-        inputs = read_inputs(batch_df.sparkSession, settings, checkpoint, batch_id, release, step)
+    inputs = read_inputs(batch_df.sparkSession, settings, checkpoint, batch_id, release, step)
     state, last, prev_newest = inputs.state, inputs.last, inputs.prev_newest
     step("previous states, rules, scores")
     scored = batch_df.transform(G.score_states(last, settings.rules, inputs.scoring)).persist()

@@ -30,7 +30,7 @@ from functools import partial
 
 from lakehouse.catalog import PIPELINE_CHECKPOINT, checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, silver
-from lakehouse.jobs.common import Alongside, JobSteps, crash_point, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -55,26 +55,19 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
     spark = batch_df.sparkSession
     step = JobSteps(spark, "pipeline", batch_id, settings.streaming.timings_log)
     release: list = []
-    gold_release: list = []
-    gold_inputs = None
     try:
         records = batch_df.persist()
         release.append(records)
-        writes = BatchWrites(spark, checkpoint, batch_id)
-        # Gold's state and model do not depend on this batch's states: read while silver runs.
-        gold_inputs = Alongside(spark, step, "read gold state",
-                                partial(gold.read_inputs, spark, settings, checkpoint, batch_id, gold_release))
         step("read kafka")
         records.count()  # the fetch from Kafka on its own line of the split (cached: read once)
+        writes = BatchWrites(spark, checkpoint, batch_id)
         silver_batch = silver.prepare_silver(records, batch_id, settings=settings,
                                              app=app_id(spark, checkpoint, "silver"), step=step, release=release)
-        step("wait for gold state")
-        inputs = gold_inputs.result()
         gold_batch = None
         if silver_batch is not None:
             gold_batch = gold.prepare_gold(silver_batch.flights, batch_id, settings=settings,
                                            app=app_id(spark, checkpoint, "gold"), checkpoint=checkpoint, step=step,
-                                           release=release, inputs=inputs)
+                                           release=release)
         if gold_batch is not None:
             gold_batch.write_live(writes, step)
         crash_point("bronze", batch_id, "before_write")
@@ -88,10 +81,8 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
         if silver_batch is not None:
             silver_batch.write_flights(writes, step)
     finally:
-        if gold_inputs is not None:
-            gold_inputs.join()  # never leave it running past the batch
         step.done()
-        for df in [*reversed(release), *gold_release]:  # the derived first: none left to re-plan over the base
+        for df in reversed(release):  # the derived first: none left to re-plan over the base
             df.unpersist()
 
 

@@ -38,13 +38,7 @@ from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
-from lakehouse.transforms.silver import (
-    drop_duplicates,
-    event_time_of,
-    parse_and_validate,
-    to_flights,
-    to_quarantine,
-)
+from lakehouse.transforms.silver import drop_duplicates, parse_and_validate, to_flights, to_quarantine
 
 SOURCE = "bronze.opensky_states"
 FLIGHTS = "silver.flights"
@@ -179,14 +173,9 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     step("parse and validate")
     parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
     release.append(parsed)
-    # One pass: the rows in and rejected, and the event time span of the good ones (what
-    # to_flights makes event_time of), for the duplicate look-up below.
-    event_time = event_time_of(F.col("r.time_position"))
-    groups = {r["good"]: r for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
-              .agg(F.count(F.lit(1)).alias("n"), F.min(event_time).alias("lo"), F.max(event_time).alias("hi"))
-              .collect()}
-    n_in = sum(r["n"] for r in groups.values())
-    n_quarantine = groups[False]["n"] if False in groups else 0
+    counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
+              .count().collect()}
+    n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
     step.rows = n_in
     if n_in == 0:
         return None
@@ -195,7 +184,7 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     horizon = None if before is None else before - _watermark(spark, settings.silver.dedup_watermark)
     good = to_flights(parsed).persist()
     release.append(good)
-    span = groups.get(True) or {"lo": None, "hi": None}
+    span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
     known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
     if horizon is not None and span["hi"] is None:  # no valid row: nothing to look up
         known = known.where(F.lit(False))

@@ -248,11 +248,6 @@ def parse_and_validate(bounds: ValidationSettings) -> Callable[[DataFrame], Data
     return lambda bronze: bronze.transform(parse_records).transform(classify(bounds))
 
 
-def event_time_of(time_position: Column) -> Column:
-    """A record's ``time_position`` (epoch seconds) as ``silver.flights.event_time``."""
-    return F.timestamp_seconds(time_position)
-
-
 def to_flights(parsed: DataFrame) -> DataFrame:
     """Good parsed rows -> ``silver.flights`` columns (times as UTC timestamps)."""
     r = lambda name: F.col(f"r.{name}")  # noqa: E731
@@ -264,7 +259,7 @@ def to_flights(parsed: DataFrame) -> DataFrame:
             F.when(callsign != "", callsign).alias("callsign"),
             r("origin_country").alias("origin_country"),
             r("time_position").alias("time_position"),
-            event_time_of(r("time_position")).alias("event_time"),
+            F.timestamp_seconds(r("time_position")).alias("event_time"),
             F.timestamp_seconds(r("last_contact")).alias("last_contact"),
             *[r(c).alias(c) for c in ("longitude", "latitude", "baro_altitude", "on_ground", "velocity",
                                       "true_track", "vertical_rate", "sensors", "geo_altitude", "squawk",
