@@ -210,21 +210,13 @@ class GoldBatch:
         log.info(self.message + (f", {late} late for closed windows" if late else ""))
 
 
-@dataclass
-class GoldInputs:
-    """What a gold batch reads besides its states: the job state and the batch's scoring step."""
-
-    state: DataFrame  # gold._state, persisted (appended to the caller's release list)
-    last: DataFrame  # each aircraft's last state (the state's ``kind = 'last'`` rows)
-    prev_newest: object  # the newest event time of earlier batches (None before any)
-    scoring: object  # DataFrame -> DataFrame: scores with the batch's recorded model
-    migrate: bool  # the state predates window partials (:func:`is_legacy_state`)
-
-
-def read_inputs(spark, settings: Settings, checkpoint: str, batch_id: int, release: list,
-                step: JobSteps) -> GoldInputs:
-    """Read ``gold._state`` and resolve (or replay) the batch's model: everything of a gold
-    batch that does not depend on its states."""
+def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
+                 release: list) -> GoldBatch | None:
+    """Score silver states ``batch_df`` against the job state and plan every gold output
+    (None for an empty batch); the model version is recorded under ``checkpoint``. DataFrames
+    persisted here are appended to ``release`` for the caller to unpersist."""
+    spark = batch_df.sparkSession
+    cfg = settings.gold
     step("read state")
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     release.append(state)
@@ -232,19 +224,8 @@ def read_inputs(spark, settings: Settings, checkpoint: str, batch_id: int, relea
     prev_newest = last.agg(F.max("event_time")).first()[0]
     step("model")
     scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
-    return GoldInputs(state, last, prev_newest, scoring, is_legacy_state(state))
-
-
-def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
-                 release: list) -> GoldBatch | None:
-    """Score silver states ``batch_df`` against the job state and plan every gold output
-    (None for an empty batch); the model version is recorded under ``checkpoint``. DataFrames
-    persisted here are appended to ``release`` for the caller to unpersist."""
-    cfg = settings.gold
-    inputs = read_inputs(batch_df.sparkSession, settings, checkpoint, batch_id, release, step)
-    state, last, prev_newest = inputs.state, inputs.last, inputs.prev_newest
     step("previous states, rules, scores")
-    scored = batch_df.transform(G.score_states(last, settings.rules, inputs.scoring)).persist()
+    scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
     release.append(scored)
     summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
                          F.count_if("is_anomaly").alias("anomalies")).first()
@@ -267,7 +248,7 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
                      live_flights=G.to_live_flights(latest, _before(newest, cfg.live_window)),
                      anomalies=G.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
                      windowed=windowed, late=late, open_windows=open_partials(state, cfg.window_duration),
-                     newest=newest, migrate=inputs.migrate, message=message)
+                     newest=newest, migrate=is_legacy_state(state), message=message)
 
 
 def read_silver(spark, settings: Settings):
