@@ -5,7 +5,7 @@
 Like the gold job: every batch overwrites gold.live_flights (one version per batch, 10 s of
 event time apart), appends its flagged states (about 2 %) to gold.anomalies and, every 12
 batches, a closed 2-minute window to gold.window_stats and gold.country_counts. Tables carry
-the properties ``ensure_table`` gives them (checkpoint every 10 commits). Synthetic traffic:
+the checkpoint interval ``ensure_table`` gives them (``lakehouse.tables.table_properties``). Synthetic traffic:
 aircraft on straight tracks over Europe, seeded, schemas exactly the catalog's.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from lakehouse.tables import CHECKPOINT_INTERVAL, EVERY_BATCH_CHECKPOINT_INTERVAL, EVERY_BATCH_TABLES
 from tests.gold_fixture import T0, arrow_schema, to_arrow
 
 COUNTRIES = ["Germany", "France", "United Kingdom", "Spain", "Italy", "Ireland", "Netherlands",
@@ -68,12 +69,13 @@ def main(argv=None) -> int:
     base["rule_flag"] = rng.random(n) < 0.01
     base["ml_flag"] = base.score > base.score.quantile(0.99)
     state = {"base": base}
-    props = {"delta.checkpointInterval": "10"}
     paths = {name: f"{args.root}/gold/{name.split('.')[1]}" for name in
              ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")}
     for name, path in paths.items():
         part = ["event_date"] if name == "gold.anomalies" else None
-        write_deltalake(path, to_arrow(name, []), mode="overwrite", partition_by=part, configuration=props)
+        interval = EVERY_BATCH_CHECKPOINT_INTERVAL if name in EVERY_BATCH_TABLES else CHECKPOINT_INTERVAL
+        write_deltalake(path, to_arrow(name, []), mode="overwrite", partition_by=part,
+                        configuration={"delta.checkpointInterval": str(interval)})
     started = time.monotonic()
     anomaly_names = arrow_schema("gold.anomalies").names
     for version in range(1, args.versions):

@@ -15,6 +15,7 @@ from ingestion.replay import read_replay
 from lakehouse.catalog import TABLES, table_path
 from lakehouse.commands import maintain
 from lakehouse.commands.run import LAYERS, run_layers
+from lakehouse.tables import EVERY_BATCH_TABLES
 from tests.helpers import delta_rows, produce, replay_records
 
 pytestmark = pytest.mark.integration
@@ -42,20 +43,25 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
     rows = {n: delta_rows(lake, n) for n in present}
     assert rows["silver.flights"] > 0 and rows["gold.window_stats"] > 0
     before = {n: maintain.layout(lake, n) for n in present}
-    # Delta keeps min/max statistics of each table's keys only (lakehouse.tables.table_properties).
+    # Delta keeps min/max statistics of each table's keys only, and the tables every micro-batch
+    # commits to checkpoint every 100 commits, the others every 10 (lakehouse.tables.table_properties).
     for name in present:
         config = DeltaTable(table_path(lake, name)).metadata().configuration
         assert config["delta.dataSkippingStatsColumns"] == ",".join(TABLES[name].keys), name
+        assert config["delta.checkpointInterval"] == ("100" if name in EVERY_BATCH_TABLES else "10"), name
     adds = pa.table(DeltaTable(table_path(lake, "silver.flights")).get_add_actions(flatten=True)).to_pydict()
     assert adds["min.event_time"][0] is not None and adds["max.icao24"][0] is not None
     assert not {c for c in adds if c.startswith("min.")} - {"min.icao24", "min.event_time"}
     # A table made by an older version (Delta's default statistics) is brought in line.
     spark.sql(f"ALTER TABLE delta.`{table_path(lake, 'gold.window_stats')}` "
               "UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    spark.sql(f"ALTER TABLE delta.`{table_path(lake, 'gold._state')}` "
+              "SET TBLPROPERTIES ('delta.checkpointInterval' = '10')")
 
     assert maintain.run(_args(retention_hours=0), lake) == 0
     config = DeltaTable(table_path(lake, "gold.window_stats")).metadata().configuration
     assert config["delta.dataSkippingStatsColumns"] == "window_start"
+    assert DeltaTable(table_path(lake, "gold._state")).metadata().configuration["delta.checkpointInterval"] == "100"
 
     for name in present:
         after = maintain.layout(lake, name)

@@ -4,8 +4,8 @@
 For each existing table of the catalog (internal bookkeeping tables included): OPTIMIZE compacts
 the small files every micro-batch leaves; VACUUM deletes data files no version younger than the
 retention needs (``maintain.retention_hours``, default 168: seven days of time travel kept). The
-log stays short by itself: every table is written with a checkpoint each 10 commits and a log
-retention equal to the same hours, and statistics of its keys only
+log stays short by itself: every table is written with a checkpoint each 10 commits (100 for the
+tables every micro-batch commits to) and a log retention equal to the same hours, and statistics of its keys only
 (``lakehouse.tables.table_properties``); a table whose properties differ from the configuration
 (a table made by an older version) is brought in line first. Afterwards each table is
 opened and counted with ``deltalake`` (delta-rs), which is what the dashboard uses: a table it
