@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
@@ -133,6 +134,19 @@ def _crash(spec: str, action: str) -> None:
         # No wait in between: the main thread must not see the JVM gone and exit on its own.
         os.kill(jvm.pid, signal.SIGKILL)
     os._exit(CRASH_EXIT_CODE)
+
+
+_INTERVALS: dict[str, timedelta] = {}
+
+
+def interval(spark, text: str) -> timedelta:
+    """``text`` (a Spark SQL interval, e.g. ``10 minutes``) as a timedelta, asked of Spark once per
+    process."""
+    if text not in _INTERVALS:
+        row = spark.sql(f"SELECT TIMESTAMP'2000-03-01 00:00:00' AS t, "
+                        f"TIMESTAMP'2000-03-01 00:00:00' - INTERVAL {text} AS h").first()
+        _INTERVALS[text] = row["t"] - row["h"]
+    return _INTERVALS[text]
 
 
 def trigger(settings_interval: str, once: bool) -> dict:

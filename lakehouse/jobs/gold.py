@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
-from lakehouse.jobs.common import JobSteps, crash_point, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -167,8 +167,9 @@ class GoldBatch:
     n_anomalies: int  # rows of ``anomalies``, known before the write (0: skipped)
     latest: DataFrame  # each aircraft's newest state, the state's ``kind = 'last'`` rows
     windowed: DataFrame  # the batch's states with their window, for windows still open
-    late: DataFrame | None  # states for windows an earlier batch closed (counted for the log)
+    n_late: int  # states for windows an earlier batch closed (left out; counted for the log)
     open_windows: DataFrame  # the state's open windows' partials
+    closes: bool  # whether a window closes in this batch
     newest: object  # the newest event time seen, this batch included
     migrate: bool
     message: str
@@ -194,11 +195,9 @@ class GoldBatch:
                  .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
         # An append of no rows is still a Delta commit (0.2-0.9 s each): skipped. Most batches
         # flag nothing and close no window (one closes every window_duration).
-        closes = not closing.isEmpty()
-        late = self.late.count() if self.late is not None else 0
         for name, df, rows in (("gold.anomalies", self.anomalies, self.n_anomalies),
-                               ("gold.window_stats", G.window_stats(closing), closes),
-                               ("gold.country_counts", G.country_counts(closing), closes)):
+                               ("gold.window_stats", G.window_stats(closing), self.closes),
+                               ("gold.country_counts", G.country_counts(closing), self.closes)):
             if rows:
                 self._write(writes, step, name, df)
             crash_point("gold", self.batch_id, f"after_{name.split('.', 1)[1]}")
@@ -207,7 +206,7 @@ class GoldBatch:
         writes(state, table_path(self.settings, STATE), self.app, mode="overwrite",
                options={"overwriteSchema": "true"} if self.migrate else None)
         crash_point("gold", self.batch_id, "after_state")
-        log.info(self.message + (f", {late} late for closed windows" if late else ""))
+        log.info(self.message + (f", {self.n_late} late for closed windows" if self.n_late else ""))
 
 
 def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str, app: str, step: JobSteps,
@@ -221,25 +220,34 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     state = spark.read.format("delta").load(table_path(settings, STATE)).persist()
     release.append(state)
     last = state.where("kind = 'last'").select(*G.SCORED_COLUMNS)
-    prev_newest = last.agg(F.max("event_time")).first()[0]
+    open_windows = open_partials(state, cfg.window_duration)
+    migrate = is_legacy_state(state)
+    if migrate:  # once, on a state of an older version
+        prev_newest, open_end = last.agg(F.max("event_time")).first()[0], open_windows.agg(F.min("window_end")).first()[0]
+    else:  # one pass: the newest event time and the open windows' earliest end
+        prev_newest, open_end = state.agg(F.max(F.when(F.col("kind") == "last", F.col("event_time"))),
+                                          F.min(F.when(F.col("kind") == "window", F.col("window_end")))).first()
     step("model")
     scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
     step("previous states, rules, scores")
     scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
     release.append(scored)
-    summary = scored.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
-                         F.count_if("is_anomaly").alias("anomalies")).first()
+    windowed = scored.transform(G.with_window(cfg.window_duration))
+    # Windows closed by an earlier batch take no more states ("late").
+    on_time = ~G.closed(_before(prev_newest, cfg.window_watermark)) if prev_newest is not None else F.lit(True)
+    summary = windowed.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
+                           F.count_if("is_anomaly").alias("anomalies"), F.count_if(~on_time).alias("late"),
+                           F.min(F.when(on_time, F.col("window_end"))).alias("window_end")).first()
     step.rows = summary["n"]
     if summary["n"] == 0:
         return None
     newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
-
-    windowed = scored.transform(G.with_window(cfg.window_duration))
-    late = None
-    if prev_newest is not None:  # windows closed by an earlier batch take no more states
-        on_time = ~G.closed(_before(prev_newest, cfg.window_watermark))
-        late = windowed.where(~on_time)
+    if prev_newest is not None:
         windowed = windowed.where(on_time)
+    # A window closes when its end is at or before the newest event time minus the watermark: known
+    # from the earliest end among the open windows and the batch's, without a pass over them.
+    ends = [t for t in (open_end, summary["window_end"]) if t is not None]
+    closes = bool(ends) and min(ends) <= newest - interval(spark, cfg.window_watermark)
     # Read twice (live flights, then the state): computed once.
     latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention))).persist()
     release.append(latest)
@@ -247,8 +255,8 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     return GoldBatch(settings, app, batch_id,
                      live_flights=G.to_live_flights(latest, _before(newest, cfg.live_window)),
                      anomalies=G.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
-                     windowed=windowed, late=late, open_windows=open_partials(state, cfg.window_duration),
-                     newest=newest, migrate=is_legacy_state(state), message=message)
+                     windowed=windowed, n_late=summary["late"], open_windows=open_windows, closes=closes,
+                     newest=newest, migrate=migrate, message=message)
 
 
 def read_silver(spark, settings: Settings):

@@ -27,14 +27,14 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
-from lakehouse.jobs.common import JobSteps, crash_point, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -54,7 +54,6 @@ CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flight
 # that batch). The batch after the cached one needs no read of silver._dedup_stats (1.4 s a
 # trigger at 1,000 states/s); any other batch (a process's first, a replay) reads the table.
 _NEWEST: dict[tuple[str, str], tuple[int, datetime | None]] = {}
-_WATERMARKS: dict[str, timedelta] = {}
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -70,16 +69,6 @@ def newest_before(spark, settings: Settings, app: str, batch_id: int) -> datetim
     stats = spark.read.format("delta").load(path)
     earlier = stats.where(~((F.col("app_id") == app) & (F.col("batch_id") >= batch_id)))
     return earlier.agg(F.max("max_event_time")).first()[0]
-
-
-def _watermark(spark, interval: str) -> timedelta:
-    """``interval`` (a Spark SQL interval, e.g. ``10 minutes``) as a timedelta, asked of Spark
-    once per process."""
-    if interval not in _WATERMARKS:
-        row = spark.sql(f"SELECT TIMESTAMP'2000-03-01 00:00:00' AS t, "
-                        f"TIMESTAMP'2000-03-01 00:00:00' - INTERVAL {interval} AS h").first()
-        _WATERMARKS[interval] = row["t"] - row["h"]
-    return _WATERMARKS[interval]
 
 
 def write_silver_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
@@ -102,8 +91,7 @@ class SilverBatch:
 
     Written in two parts: :meth:`write_side_tables` (quarantine, dedup stats) and then, last,
     :meth:`write_flights`, the state the next attempt reads. ``flights`` is persisted (a local
-    checkpoint), for gold to read in the same trigger; the dedup stats are counted in
-    :meth:`write_side_tables`, after the pipeline has written the live flights.
+    checkpoint), for gold to read in the same trigger.
     """
 
     settings: Settings
@@ -113,11 +101,10 @@ class SilverBatch:
     n_in: int
     n_quarantine: int
     n_flights: int
-    late: DataFrame | None  # valid rows older than the dedup horizon (not looked up), or None
+    n_late: int  # valid rows older than the dedup horizon (not looked up)
     flights: DataFrame
     newest: datetime | None  # through this batch
     newest_here: datetime | None  # of this batch
-    n_late: int = 0  # rows of ``late``, counted by write_side_tables
 
     @property
     def duplicates(self) -> int:
@@ -130,7 +117,6 @@ class SilverBatch:
             writes(self.quarantine, table_path(self.settings, QUARANTINE), self.app)
         crash_point("silver", self.batch_id, "after_quarantine")
         step("batch summary")
-        self.n_late = self.late.count() if self.late is not None else 0
         stats = self.quarantine.sparkSession.createDataFrame(
             [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, self.duplicates, self.n_late,
               self.newest_here)],
@@ -181,10 +167,12 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
         return None
     step("dedup horizon")
     before = newest_before(spark, settings, app, batch_id)
-    horizon = None if before is None else before - _watermark(spark, settings.silver.dedup_watermark)
+    horizon = None if before is None else before - interval(spark, settings.silver.dedup_watermark)
     good = to_flights(parsed).persist()
     release.append(good)
-    span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
+    # One pass: the event-time span, and the rows too old to look up (counted for the dedup stats).
+    too_old = F.count_if(F.col("event_time") < F.lit(horizon)) if horizon is not None else F.lit(0)
+    span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"), too_old.alias("late")).first()
     known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
     if horizon is not None and span["hi"] is None:  # no valid row: nothing to look up
         known = known.where(F.lit(False))
@@ -202,9 +190,8 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     # after the write they would all be duplicates of themselves. The pipeline hands them to gold.
     flights = good.transform(drop_duplicates(known, horizon)).localCheckpoint(eager=True)
     n_flights = flights.count()
-    late = good.where(F.col("event_time") < F.lit(horizon)) if horizon is not None else None
-    return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, late, flights,
-                       _later(before, span["hi"]), span["hi"])
+    return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, span["late"],
+                       flights, _later(before, span["hi"]), span["hi"])
 
 
 def read_bronze(spark, settings: Settings):
