@@ -250,18 +250,3 @@ def test_a_position_timed_after_its_snapshot_is_quarantined_as_implausible_time(
         assert kept | rejected == set(range(len(cases))) and not kept & rejected
     finally:
         parsed.unpersist()
-
-
-def test_micro_batch_jobs_run_without_adaptive_execution_unless_configured(spark, base_settings):
-    from lakehouse.jobs.common import micro_batch_session
-
-    key = "spark.sql.adaptive.enabled"
-    try:
-        spark.conf.set(key, "true")
-        micro_batch_session(spark, base_settings)
-        assert spark.conf.get(key) == "false"
-        spark.conf.set(key, "true")  # as spark.extra_conf sets it at session start
-        micro_batch_session(spark, base_settings.replace(spark={"extra_conf": f"{key}=true"}))
-        assert spark.conf.get(key) == "true"
-    finally:
-        spark.conf.set(key, "false")

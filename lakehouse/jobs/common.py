@@ -149,22 +149,6 @@ def interval(spark, text: str) -> timedelta:
     return _INTERVALS[text]
 
 
-# Spark settings of a session that runs micro-batch handlers, unless spark.extra_conf sets them.
-# Adaptive query execution runs every shuffle of a query as a Spark job of its own and re-plans
-# between them: on micro-batches of 10,000 rows it doubled the jobs of a `run all` trigger (48 ->
-# 25 without) for no better plan (docs/scaling.md). Ad-hoc sessions (notebooks) keep it.
-MICRO_BATCH_CONF = {"spark.sql.adaptive.enabled": "false"}
-
-
-def micro_batch_session(spark, settings) -> None:
-    """Apply :data:`MICRO_BATCH_CONF` to ``spark`` (the keys ``spark.extra_conf`` sets excepted)."""
-    from lakehouse.spark import user_conf
-
-    for key, value in MICRO_BATCH_CONF.items():
-        if key not in user_conf(settings):
-            spark.conf.set(key, value)
-
-
 def trigger(settings_interval: str, once: bool) -> dict:
     """``writeStream.trigger`` arguments: availableNow for ``--once``, else processing time."""
     return {"availableNow": True} if once else {"processingTime": settings_interval}

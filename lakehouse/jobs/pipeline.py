@@ -30,7 +30,7 @@ from functools import partial
 
 from lakehouse.catalog import PIPELINE_CHECKPOINT, checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, silver
-from lakehouse.jobs.common import JobSteps, crash_point, micro_batch_session, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -87,7 +87,6 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
-    micro_batch_session(spark, settings)
     for name in (bronze.TABLE, silver.FLIGHTS, silver.QUARANTINE, silver.STATS, *gold.OUTPUTS, gold.STATE):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *PIPELINE_CHECKPOINT)

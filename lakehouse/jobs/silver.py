@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
-from lakehouse.jobs.common import JobSteps, crash_point, interval, micro_batch_session, trigger
+from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -202,7 +202,6 @@ def read_bronze(spark, settings: Settings):
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
-    micro_batch_session(spark, settings)
     for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["silver"])
