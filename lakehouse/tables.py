@@ -27,11 +27,15 @@ EVERY_BATCH_TABLES = ("bronze.opensky_states", "silver.flights", "silver._dedup_
 EVERY_BATCH_CHECKPOINT_INTERVAL, CHECKPOINT_INTERVAL = 100, 10
 
 
+def checkpoint_interval(name: str) -> int:
+    """Commits between Delta checkpoints of the table ``name``."""
+    return EVERY_BATCH_CHECKPOINT_INTERVAL if name in EVERY_BATCH_TABLES else CHECKPOINT_INTERVAL
+
+
 def table_properties(settings: Settings, name: str) -> dict[str, str]:
     hours = settings.maintain.retention_hours
     return {
-        "delta.checkpointInterval": str(EVERY_BATCH_CHECKPOINT_INTERVAL if name in EVERY_BATCH_TABLES
-                                        else CHECKPOINT_INTERVAL),
+        "delta.checkpointInterval": str(checkpoint_interval(name)),
         "delta.logRetentionDuration": f"interval {max(hours, 1)} hours",
         "delta.deletedFileRetentionDuration": f"interval {max(hours, 1)} hours",
         "delta.dataSkippingStatsColumns": ",".join(table(name).keys),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.tables import CHECKPOINT_INTERVAL, EVERY_BATCH_CHECKPOINT_INTERVAL, EVERY_BATCH_TABLES
+from lakehouse.tables import checkpoint_interval
 from tests.gold_fixture import T0, arrow_schema, to_arrow
 
 COUNTRIES = ["Germany", "France", "United Kingdom", "Spain", "Italy", "Ireland", "Netherlands",
@@ -73,9 +73,8 @@ def main(argv=None) -> int:
              ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")}
     for name, path in paths.items():
         part = ["event_date"] if name == "gold.anomalies" else None
-        interval = EVERY_BATCH_CHECKPOINT_INTERVAL if name in EVERY_BATCH_TABLES else CHECKPOINT_INTERVAL
         write_deltalake(path, to_arrow(name, []), mode="overwrite", partition_by=part,
-                        configuration={"delta.checkpointInterval": str(interval)})
+                        configuration={"delta.checkpointInterval": str(checkpoint_interval(name))})
     started = time.monotonic()
     anomaly_names = arrow_schema("gold.anomalies").names
     for version in range(1, args.versions):
