@@ -15,7 +15,7 @@ from lakehouse.catalog import table_path
 from lakehouse.jobs import bronze, silver
 from lakehouse.jobs.common import await_queries
 from lakehouse.status import accounting
-from lakehouse.transforms.silver import REASONS, parse_and_validate, to_flights, to_quarantine
+from lakehouse.transforms.silver import REASONS, parse_and_validate, to_flights, to_outputs, to_quarantine
 from tests.flight_records import BRONZE_DDL, T0, as_records, bronze_rows, record, state, track
 from tests.helpers import delta_version, produce, run_cli
 
@@ -208,6 +208,23 @@ def test_a_position_ahead_of_its_kafka_append_time_is_quarantined_as_implausible
         assert parsed.where("offset = 4").first().detail == (
             f"time_position {T0 + DAY} is {DAY} s after its Kafka append time 2023-11-14 22:14:00 UTC "
             f"(at most {ahead})")
+    finally:
+        parsed.unpersist()
+
+
+def test_the_cached_columns_give_both_tables_the_same_rows(spark, base_settings):
+    """to_outputs, what the silver job caches between its passes: the value's bytes of rejected
+    rows only; flights and quarantine come out as from the parsed rows themselves."""
+    values = [json.dumps(state()), json.dumps(state(latitude=91.0)), "{not json", b"\xff\xfe{}"]
+    parsed = bronze_df(spark, values).transform(parse_and_validate(base_settings.validation)).persist()
+    try:
+        slim = parsed.transform(to_outputs)
+        assert [r.value is None for r in slim.orderBy("offset").collect()] == [True, False, False, False]
+        timeless = lambda df, at: df.drop(at)  # noqa: E731  (processed_at / quarantined_at: now)
+        assertDataFrameEqual(timeless(to_flights(slim), "processed_at"), timeless(to_flights(parsed), "processed_at"))
+        assertDataFrameEqual(timeless(to_quarantine(slim), "quarantined_at"),
+                             timeless(to_quarantine(parsed), "quarantined_at"))
+        assert to_quarantine(slim).count() == 3
     finally:
         parsed.unpersist()
 

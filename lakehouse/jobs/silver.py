@@ -38,7 +38,13 @@ from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
-from lakehouse.transforms.silver import drop_duplicates, parse_and_validate, to_flights, to_quarantine
+from lakehouse.transforms.silver import (
+    drop_duplicates,
+    parse_and_validate,
+    to_flights,
+    to_outputs,
+    to_quarantine,
+)
 
 SOURCE = "bronze.opensky_states"
 FLIGHTS = "silver.flights"
@@ -157,7 +163,7 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     DataFrames persisted here are appended to ``release`` for the caller to unpersist."""
     spark = batch_df.sparkSession
     step("parse and validate")
-    parsed = batch_df.transform(parse_and_validate(settings.validation)).persist()
+    parsed = batch_df.transform(parse_and_validate(settings.validation)).transform(to_outputs).persist()
     release.append(parsed)
     counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
               .count().collect()}
@@ -168,8 +174,7 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     step("dedup horizon")
     before = newest_before(spark, settings, app, batch_id)
     horizon = None if before is None else before - interval(spark, settings.silver.dedup_watermark)
-    good = to_flights(parsed).persist()
-    release.append(good)
+    good = to_flights(parsed)  # from the cached rows: a projection, cheaper than a second cache
     # One pass: the event-time span, and the rows too old to look up (counted for the dedup stats).
     too_old = F.count_if(F.col("event_time") < F.lit(horizon)) if horizon is not None else F.lit(0)
     span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"), too_old.alias("late")).first()

@@ -248,6 +248,16 @@ def parse_and_validate(bounds: ValidationSettings) -> Callable[[DataFrame], Data
     return lambda bronze: bronze.transform(parse_records).transform(classify(bounds))
 
 
+def to_outputs(parsed: DataFrame) -> DataFrame:
+    """Parsed rows with only what :func:`to_flights` and :func:`to_quarantine` read: the value's
+    bytes kept for rejected rows only (a good row's are parsed into ``r``). What the silver job
+    caches between its passes over a batch: the bytes were most of it."""
+    return parsed.select(
+        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
+        "topic", "partition", "offset", "r", "reason", "detail",
+    )
+
+
 def to_flights(parsed: DataFrame) -> DataFrame:
     """Good parsed rows -> ``silver.flights`` columns (times as UTC timestamps)."""
     r = lambda name: F.col(f"r.{name}")  # noqa: E731
