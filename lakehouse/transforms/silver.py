@@ -252,10 +252,8 @@ def to_outputs(parsed: DataFrame) -> DataFrame:
     """Parsed rows with only what :func:`to_flights` and :func:`to_quarantine` read: the value's
     bytes kept for rejected rows only (a good row's are parsed into ``r``). What the silver job
     caches between its passes over a batch: the bytes were most of it."""
-    return parsed.select(
-        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
-        "topic", "partition", "offset", "r", "reason", "detail",
-    )
+    kept = [c for c in QUARANTINE.columns if c in parsed.columns and c != "value"]  # lineage, reason
+    return parsed.select(F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"), "r", *kept)
 
 
 def to_flights(parsed: DataFrame) -> DataFrame:
