@@ -110,10 +110,14 @@ def render_freshness(s: dict) -> list[str]:
 
 def render_scoring(s: dict) -> list[str]:
     m = s["metrics"]
-    return [f"**Scoring**, {s['rows']:,} silver rows, median (min-max) of {s['runs']} runs:", "",
-            "| path | rows/s | x direct |", "|---|---:|---:|",
-            f"| model called directly (pandas) | {_fig(m['direct_rows_per_s'])} | 1.00 |",
-            f"| pandas UDF (`add_ml_scores`) | {_fig(m['udf_rows_per_s'])} | {_fig(m['udf_to_direct'], 2)} |"]
+    out = [f"**Scoring**, {s['rows']:,} silver rows, median (min-max) of {s['runs']} runs:", "",
+           "| path | rows/s | x direct |", "|---|---:|---:|",
+           f"| model called directly (pandas) | {_fig(m['direct_rows_per_s'])} | 1.00 |",
+           f"| pandas UDF (`add_ml_scores`) | {_fig(m['udf_rows_per_s'])} | {_fig(m['udf_to_direct'], 2)} |"]
+    if "round_trip_rows_per_s" in m:  # results before 2026-12-05 lack it
+        out.append(f"| Arrow round trip alone (a pandas UDF returning zeros) | {_fig(m['round_trip_rows_per_s'])} | "
+                   f"{_fig(m['round_trip_to_direct'], 2)} |")
+    return out
 
 
 def render_reads(s: dict) -> list[str]:

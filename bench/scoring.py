@@ -6,15 +6,19 @@ state added by ``ml.features.add_previous_state`` (the model's input contract). 
 suite's one model (:func:`ensure_model`: ``opensky-lakehouse train``, a subprocess as a user
 trains it, on the first silver table of the throughput section).
 
-Both paths score the same rows with the same artefact, ``sizes.runs`` times each:
+Each path scores the same rows (the model's input columns), ``sizes.runs`` times:
 
 - **direct**: ``Model.score(frame)`` on the pandas frame in this process (features + the
   model; loading the artefact excluded) and the threshold comparison;
 - **UDF**: ``add_ml_scores(df, settings)`` on a cached Spark DataFrame of the same rows, forced
   with the ``noop`` sink: Arrow transfer to the Python workers, the same ``Model.score``, and
-  back. Building and caching the DataFrame is excluded.
+  back. Building and caching the DataFrame is excluded;
+- **Arrow round trip alone**: a pandas UDF over the same input columns that returns zeros,
+  forced the same way: what any pandas UDF costs here before the model does any work (the
+  floor under the UDF path's ratio).
 
-Reported: rows/s of each and the UDF's ratio to the direct call of the same run.
+Reported: rows/s of each and the UDF's (and the round trip's) ratio to the direct call of the
+same run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+
+import pandas as pd
 
 from bench.figures import figure, rate, ratio
 
@@ -84,6 +91,24 @@ def ensure_model(env, settings) -> str | None:
     return version
 
 
+def identity_udf(df, settings):
+    """``df`` through a pandas UDF over the model's input columns that returns zeros, with the
+    scoring step's Arrow batch size: the Arrow round trip without the model."""
+    import numpy as np
+    from pyspark.sql.functions import pandas_udf
+
+    features = importlib.import_module("ml.features")
+    scoring = importlib.import_module("ml.scoring")
+
+    @pandas_udf("double")  # its annotations resolve in this module's globals: Iterator, pd
+    def zeros(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+        for columns in batches:
+            yield pd.Series(np.zeros(len(columns[0])))
+
+    df.sparkSession.conf.set(scoring.ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
+    return df.withColumn("_zero", zeros(*features.INPUT_COLUMNS))
+
+
 def run_section(env, sizes, spark, settings) -> dict:
     ok, why = ml_available()
     if not ok:
@@ -100,7 +125,8 @@ def run_section(env, sizes, spark, settings) -> dict:
     n = len(frame)
     df = spark.createDataFrame(frame).cache()
     df.count()
-    direct, udf = [], []
+    floor = identity_udf(df, settings)
+    direct, udf, trip = [], [], []
     for i in range(sizes.runs):
         t0 = time.perf_counter()
         scores = model.score(frame)
@@ -109,12 +135,17 @@ def run_section(env, sizes, spark, settings) -> dict:
         t0 = time.perf_counter()
         scoring.add_ml_scores(df, settings).write.format("noop").mode("overwrite").save()
         udf.append(rate(n, time.perf_counter() - t0))
-        log.info("bench: [scoring %d/%d] %s rows: direct %s rows/s, pandas UDF %s rows/s (%d flagged)", i + 1,
-                 sizes.runs, f"{n:,}", f"{direct[-1]:,.0f}", f"{udf[-1]:,.0f}", int(flags.sum()))
+        t0 = time.perf_counter()
+        floor.write.format("noop").mode("overwrite").save()
+        trip.append(rate(n, time.perf_counter() - t0))
+        log.info("bench: [scoring %d/%d] %s rows: direct %s rows/s, pandas UDF %s rows/s (%d flagged), "
+                 "Arrow round trip alone %s rows/s", i + 1, sizes.runs, f"{n:,}", f"{direct[-1]:,.0f}",
+                 f"{udf[-1]:,.0f}", int(flags.sum()), f"{trip[-1]:,.0f}")
     df.unpersist()
     return {
         "status": "ok", "unit": "rows/s", "rows": n, "runs": sizes.runs, "model_version": model.version,
         "arrow_batch_size": settings.ml.arrow_batch_size, "measured": __doc__.split("\n\n")[2].replace("\n", " "),
         "metrics": {"direct_rows_per_s": figure(direct), "udf_rows_per_s": figure(udf),
-                    "udf_to_direct": ratio(udf, direct)},
+                    "udf_to_direct": ratio(udf, direct), "round_trip_rows_per_s": figure(trip),
+                    "round_trip_to_direct": ratio(trip, direct)},
     }

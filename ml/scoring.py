@@ -11,7 +11,9 @@ use (``ml.model_version`` if pinned, else the newest artefact, looked up at most
 once per version. The pandas UDF (iterator form, ``Iterator[pd.DataFrame] ->
 Iterator[pd.DataFrame]``) unpickles a version once per Python worker process (cache keyed by
 checksum) and scores each Arrow batch with ``Model.score``: the same feature function as
-training. Called once per micro-batch (inside the gold job's ``foreachBatch``), a newly
+training. The UDF takes the input columns as they are (not packed into a struct) and returns
+only what needs Python (score and reason); ``ml_anomaly`` is the score against the threshold,
+compared in Spark: the Arrow round trip is most of the step's cost (``bench/scoring.py``). Called once per micro-batch (inside the gold job's ``foreachBatch``), a newly
 published artefact is used from the next batch on, without a restart.
 
 No artefact yet: null score, ``ml_anomaly`` false, null ``model_version``, and one log line
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("anomaly_score", "ml_anomaly", "model_version", "ml_reason")
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
-_RESULT_TYPE = "anomaly_score double, ml_anomaly boolean, ml_reason string"
+_RESULT_TYPE = "anomaly_score double, ml_reason string"
 
 
 @dataclass
@@ -123,17 +125,19 @@ def _worker_model(broadcast, sha256: str):
 
 
 def make_scorer(deployed: Deployed, threshold: float):
-    """The pandas UDF (iterator of struct batches -> iterator of result frames) for one version."""
+    """The pandas UDF for one version: called on the :data:`INPUT_COLUMNS` in that order, an
+    iterator of column batches -> an iterator of (``anomaly_score``, ``ml_reason``) frames."""
     from pyspark.sql.functions import pandas_udf
 
     broadcast, sha256 = deployed.broadcast, deployed.sha256
 
     @pandas_udf(_RESULT_TYPE)
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         model = _worker_model(broadcast, sha256)  # once per task at most; cached per worker
-        for batch in batches:
+        for columns in batches:
+            batch = pd.DataFrame(dict(zip(INPUT_COLUMNS, columns, strict=True)))
             scores, reasons = model.score_and_explain(batch, threshold)
-            yield pd.DataFrame({"anomaly_score": scores, "ml_anomaly": scores > threshold, "ml_reason": reasons})
+            yield pd.DataFrame({"anomaly_score": scores, "ml_reason": reasons})
 
     return score
 
@@ -159,11 +163,13 @@ def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
         return no_scores(df)
     spark.conf.set(ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
     threshold = settings.ml.score_threshold or deployed.threshold
-    result = make_scorer(deployed, threshold)(F.struct(*[F.col(c) for c in INPUT_COLUMNS]))
+    result = make_scorer(deployed, threshold)(*[F.col(c) for c in INPUT_COLUMNS])
+    score = F.col("_ml.anomaly_score")
     return (
         df.withColumn("_ml", result)
-        .withColumn("anomaly_score", F.col("_ml.anomaly_score"))
-        .withColumn("ml_anomaly", F.col("_ml.ml_anomaly"))
+        .withColumn("anomaly_score", score)
+        # As numpy compares: NaN is not above the threshold (Spark orders NaN above every number).
+        .withColumn("ml_anomaly", F.coalesce(~F.isnan(score) & (score > F.lit(float(threshold))), F.lit(False)))
         .withColumn("model_version", F.lit(deployed.version))
         .withColumn("ml_reason", F.col("_ml.ml_reason"))
         .drop("_ml")
