@@ -104,6 +104,10 @@ def test_window_counts_are_distinct_aircraft(spark, scored, base_settings):
     assert merged.count() == partials.count() < first.count() + second.count()
     assertDataFrameEqual(G.window_stats(merged), expected)
     assertDataFrameEqual(G.country_counts(merged), G.country_counts(partials))
+    # As the job merges: the open windows' partials and the next batch's states, one row each.
+    assert G.state_partials(windowed.where(f"NOT ({early})")).count() == windowed.where(f"NOT ({early})").count()
+    assertDataFrameEqual(G.merge_partials(first.unionByName(G.state_partials(windowed.where(f"NOT ({early})")))),
+                         partials)
 
 
 def test_latest_state_per_aircraft_within_the_live_window(spark, scored):

@@ -186,7 +186,7 @@ class GoldBatch:
     def write_rest(self, writes: BatchWrites, step: JobSteps, release: list) -> None:
         cfg = self.settings.gold
         step("window partials")
-        buffer = G.merge_partials(self.open_windows.unionByName(G.window_partials(self.windowed))).persist()
+        buffer = G.merge_partials(self.open_windows.unionByName(G.state_partials(self.windowed))).persist()
         release.append(buffer)
         is_closed = G.closed(_before(self.newest, cfg.window_watermark))
         closing = buffer.where(is_closed)

@@ -129,19 +129,30 @@ def with_window(duration: str) -> Step:
     )
 
 
+def state_partials(states: DataFrame) -> DataFrame:
+    """Windowed states (see :func:`with_window`) -> one partial per state (:data:`PARTIAL_COLUMNS`,
+    a projection, no aggregation): what :func:`merge_partials` sums. Merged with the open windows'
+    partials in one aggregation, the batch's states are shuffled once, not aggregated twice."""
+    sums = {}
+    for c in _AVERAGED:
+        sums[f"{c}_sum"] = F.col(c)
+        sums[f"{c}_n"] = F.col(c).isNotNull().cast("long")
+    return (
+        states.withColumns({
+            "origin_country": F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)),
+            "reports": F.lit(1).cast("long"),
+            "airborne": F.coalesce(F.col("on_ground") == F.lit(False), F.lit(False)),
+            "flagged": F.coalesce(F.col("is_anomaly"), F.lit(False)),
+            **sums,
+        })
+        .select(*PARTIAL_COLUMNS)
+    )
+
+
 def window_partials(states: DataFrame) -> DataFrame:
     """Windowed states (see :func:`with_window`) -> one row per window, aircraft and origin
     country: :data:`PARTIAL_COLUMNS`."""
-    sums = [agg for c in _AVERAGED for agg in (F.sum(c).alias(f"{c}_sum"), F.count(c).alias(f"{c}_n"))]
-    return (
-        states.withColumn("origin_country", F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)))
-        .groupBy(*PARTIAL_KEYS)
-        .agg(F.count(F.lit(1)).alias("reports"),
-             F.coalesce(F.bool_or(F.col("on_ground") == F.lit(False)), F.lit(False)).alias("airborne"),
-             F.coalesce(F.bool_or("is_anomaly"), F.lit(False)).alias("flagged"),
-             *sums)
-        .select(*PARTIAL_COLUMNS)
-    )
+    return merge_partials(state_partials(states))
 
 
 def merge_partials(partials: DataFrame) -> DataFrame:
