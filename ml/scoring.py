@@ -8,12 +8,13 @@ silver state plus the aircraft's previous state).
 How the model reaches the workers: on the driver, :class:`ModelSource` resolves the version to
 use (``ml.model_version`` if pinned, else the newest artefact, looked up at most every
 ``ml.reload_interval_s`` seconds), verifies it (checksum, feature list) and broadcasts its bytes
-once per version. The pandas UDF (iterator form, ``Iterator[pd.DataFrame] ->
-Iterator[pd.DataFrame]``) unpickles a version once per Python worker process (cache keyed by
-checksum) and scores each Arrow batch with ``Model.score``: the same feature function as
-training. The UDF takes the input columns as they are (not packed into a struct) and returns
+once per version. The pandas UDF (iterator form, ``Iterator[tuple[pd.Series, ...]] ->
+Iterator[pd.DataFrame]``, called on the input columns as they are, not packed in a struct)
+unpickles a version once per Python worker process (cache keyed by checksum) and scores each
+Arrow batch with ``Model.score_and_explain``: the same feature function as training. It returns
 only what needs Python (score and reason); ``ml_anomaly`` is the score against the threshold,
-compared in Spark: the Arrow round trip is most of the step's cost (``bench/scoring.py``). Called once per micro-batch (inside the gold job's ``foreachBatch``), a newly
+compared in Spark: the Arrow round trip is most of the step's cost (``bench/scoring.py``).
+Called once per micro-batch (inside the gold job's ``foreachBatch``), a newly
 published artefact is used from the next batch on, without a restart.
 
 No artefact yet: null score, ``ml_anomaly`` false, null ``model_version``, and one log line
