@@ -9,13 +9,21 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.catalog import table_path
 from lakehouse.jobs import bronze, silver
 from lakehouse.jobs.common import await_queries
 from lakehouse.status import accounting
-from lakehouse.transforms.silver import REASONS, parse_and_validate, to_flights, to_outputs, to_quarantine
+from lakehouse.transforms.silver import (
+    REASONS,
+    drop_duplicates,
+    parse_and_validate,
+    to_flights,
+    to_outputs,
+    to_quarantine,
+)
 from tests.flight_records import BRONZE_DDL, T0, as_records, bronze_rows, record, state, track
 from tests.helpers import delta_version, produce, run_cli
 
@@ -226,6 +234,34 @@ def test_the_cached_columns_give_both_tables_the_same_rows(spark, base_settings)
         assert to_quarantine(slim).count() == 3
     finally:
         parsed.unpersist()
+
+
+def test_drop_duplicates_keeps_the_first_new_row_of_each_key(spark, base_settings):
+    """One row per (icao24, event_time): of the batch's own the first by (partition, offset), none
+    whose key silver already holds since the horizon, and one older than the horizon kept (not
+    looked up) even when its key is known."""
+    at = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
+    cases = [  # (state, kept)
+        (state("3c6444", T0 + 10, lat=50.0), False),  # offset 0, partition 1: after the next one
+        (state("3c6444", T0 + 10, lat=50.1), True),  # offset 1, partition 0: first of its key
+        (state("3c6444", T0 + 20), True),
+        (state("4ca1b2", T0 + 10), False),  # known
+        (state("4ca1b2", T0 + 10, lat=51.0), False),  # known, and a duplicate in the batch too
+        (state("4ca1b2", T0 - 900), True),  # known, but older than the horizon: not looked up
+        (state("4ca1b2", T0 - 900), False),  # ... still one per key within the batch
+        (state("abcdef", T0 + 10), True),
+    ]
+    flights = (bronze_df(spark, [json.dumps(c) for c, _ in cases])
+               .withColumn("partition", F.when(F.col("offset") == 0, 1).otherwise(0))
+               .transform(parse_and_validate(base_settings.validation)).transform(to_flights))
+    known = spark.createDataFrame([("4ca1b2", at(T0 + 10)), ("4ca1b2", at(T0 - 900)), ("3c6444", at(T0 + 30))],
+                                  "icao24 string, event_time timestamp")
+    kept = flights.transform(drop_duplicates(known, at(T0 - 600)))
+    assert kept.columns == flights.columns
+    assert sorted(r.offset for r in kept.collect()) == [i for i, (_, k) in enumerate(cases) if k]
+    # before any batch (no horizon): the batch's own duplicates only
+    first = flights.transform(drop_duplicates(known, None))
+    assert sorted(r.offset for r in first.collect()) == [1, 2, 3, 5, 7]
 
 
 def test_reason_codes_keep_their_precedence():

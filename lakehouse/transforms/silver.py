@@ -301,15 +301,22 @@ def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFram
 
     Rows older than ``horizon`` (a datetime, or None before any batch) are not looked up: the
     state is bounded by the watermark, so a duplicate that late is not recognised and kept.
+
+    One window over the batch's rows and the known keys together: a known key sorts before
+    every row of the batch with the same key, so the row that comes first is kept only when it
+    is the batch's own. One shuffle and sort of the batch, where a window and then an anti join
+    took two.
     """
 
     def step(flights: DataFrame) -> DataFrame:
-        first = Window.partitionBy("icao24", "event_time").orderBy("partition", "offset")
-        once = flights.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
         if horizon is None:
-            return once
-        recent = F.col("event_time") >= F.lit(horizon)
-        checked = once.where(recent).join(known.select("icao24", "event_time"), ["icao24", "event_time"], "left_anti")
-        return checked.unionByName(once.where(~recent)).select(*FLIGHTS.columns)
+            first = Window.partitionBy("icao24", "event_time").orderBy("partition", "offset")
+            return flights.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
+        keys = (known.select("icao24", "event_time").where(F.col("event_time") >= F.lit(horizon))
+                .withColumn("_known", F.lit(True)))
+        both = flights.withColumn("_known", F.lit(False)).unionByName(keys, allowMissingColumns=True)
+        first = Window.partitionBy("icao24", "event_time").orderBy(F.col("_known").desc(), "partition", "offset")
+        return (both.withColumn("_n", F.row_number().over(first))
+                .where((F.col("_n") == 1) & ~F.col("_known")).select(*FLIGHTS.columns))
 
     return step
