@@ -309,12 +309,11 @@ def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFram
     """
 
     def step(flights: DataFrame) -> DataFrame:
-        if horizon is None:
-            first = Window.partitionBy("icao24", "event_time").orderBy("partition", "offset")
-            return flights.withColumn("_n", F.row_number().over(first)).where("_n = 1").drop("_n")
-        keys = (known.select("icao24", "event_time").where(F.col("event_time") >= F.lit(horizon))
-                .withColumn("_known", F.lit(True)))
-        both = flights.withColumn("_known", F.lit(False)).unionByName(keys, allowMissingColumns=True)
+        both = flights.withColumn("_known", F.lit(False))
+        if horizon is not None:
+            keys = (known.select("icao24", "event_time").where(F.col("event_time") >= F.lit(horizon))
+                    .withColumn("_known", F.lit(True)))
+            both = both.unionByName(keys, allowMissingColumns=True)
         first = Window.partitionBy("icao24", "event_time").orderBy(F.col("_known").desc(), "partition", "offset")
         return (both.withColumn("_n", F.row_number().over(first))
                 .where((F.col("_n") == 1) & ~F.col("_known")).select(*FLIGHTS.columns))
