@@ -281,10 +281,20 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (a UUID, URL-safe base64), as Kafka's ``Uuid.randomUuid`` makes
+    one: never starting with ``-``, which the storage tool's command line would read as an option
+    (one id in 64 did: ``kafka start`` then failed with "expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(settings: Settings, paths: BrokerPaths) -> None:
     if (paths.log_dirs / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     cmd = _java_cmd(settings, paths, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(paths.config))
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:

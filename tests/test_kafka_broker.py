@@ -42,3 +42,17 @@ def test_status_when_nothing_runs(base_settings, tmp_path):
     out = run_cli(settings, "kafka", "status", check=False)
     assert out.returncode == 3
     assert "not running" in out.stdout
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """The storage tool reads ``-t -...`` as an option: an id starting with ``-`` made one broker
+    start in 64 fail. Bytes starting 0xF8 encode to a leading ``-``: a new id is drawn instead."""
+    import uuid
+
+    from lakehouse import kafka_broker
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(kafka_broker.uuid, "uuid4", lambda: next(draws))
+    cluster_id = kafka_broker.new_cluster_id()
+    assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
+    assert len(cluster_id) == 22
