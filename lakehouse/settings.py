@@ -72,6 +72,7 @@ class SparkSettings:
     app_name: str
     shuffle_partitions: int
     driver_memory: str
+    java_options: str
     log_level: str
     ui_enabled: bool
     codegen: bool

@@ -87,6 +87,17 @@ def test_storage_options_mirror_the_s3a_settings():
     assert delta_uri("s3a://bucket/lake/bronze/opensky_states") == "s3://bucket/lake/bronze/opensky_states"
 
 
+def test_java_options_follow_the_log_configuration_and_reach_the_jvm(spark):
+    conf = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS="-XX:+UseSerialGC -Dx=1"))
+    assert conf["spark.driver.extraJavaOptions"].startswith("-Dlog4j2.configurationFile=file:")
+    assert conf["spark.driver.extraJavaOptions"].endswith(" -XX:+UseSerialGC -Dx=1")
+    assert spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS=""))["spark.driver.extraJavaOptions"].endswith(
+        "log4j2.properties")
+    # The test session's JVM runs with the default options: the parallel collector.
+    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert sorted(b.getName() for b in beans) == ["PS MarkSweep", "PS Scavenge"]
+
+
 def test_extra_conf_passes_through_and_a_malformed_one_is_a_one_line_error():
     settings = _settings(OPENSKY_LAKEHOUSE_SPARK__EXTRA_CONF=(
         "spark.executor.memory=4g, spark.executor.extraJavaOptions=-Da=1,-Db=2"))
