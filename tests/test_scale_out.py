@@ -87,12 +87,14 @@ def test_storage_options_mirror_the_s3a_settings():
     assert delta_uri("s3a://bucket/lake/bronze/opensky_states") == "s3://bucket/lake/bronze/opensky_states"
 
 
-def test_java_options_follow_the_log_configuration_and_reach_the_jvm(spark):
-    conf = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS="-XX:+UseSerialGC -Dx=1"))
-    assert conf["spark.driver.extraJavaOptions"].startswith("-Dlog4j2.configurationFile=file:")
-    assert conf["spark.driver.extraJavaOptions"].endswith(" -XX:+UseSerialGC -Dx=1")
-    assert spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS=""))["spark.driver.extraJavaOptions"].endswith(
-        "log4j2.properties")
+def test_java_options_follow_the_log_configuration_in_one_word_and_reach_the_jvm(spark, tmp_path):
+    value = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS="-XX:+UseSerialGC -Dx=1",
+                                 OPENSKY_LAKEHOUSE_SPARK__CACHE_DIR=str(tmp_path)))["spark.driver.extraJavaOptions"]
+    assert value.startswith(f"-XX:VMOptionsFile={tmp_path}/jvm-") and value.split() == [value]
+    options = open(value.split("=", 1)[1]).read().split()
+    assert options[0].startswith("-Dlog4j2.configurationFile=file:") and options[1:] == ["-XX:+UseSerialGC", "-Dx=1"]
+    alone = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS=""))["spark.driver.extraJavaOptions"]
+    assert alone.startswith("-Dlog4j2.configurationFile=file:") and alone.endswith("log4j2.properties")
     # The test session's JVM runs with the default options: the parallel collector.
     beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     assert sorted(b.getName() for b in beans) == ["PS MarkSweep", "PS Scavenge"]
