@@ -15,16 +15,19 @@ decoding glitches) set its threshold: it found 0 of 195 states of the kinds no r
 Scored check by check, 1.00 of them at 0.3 % false alarms on real tracks (see conf/default.yaml).
 
 Scikit-learn's estimator conventions: ``fit(X)``, ``score_samples(X)`` (higher = more normal,
-as IsolationForest's), so artefacts and the pandas UDF call it as they called the forest.
+as IsolationForest's), ``get_params``/``set_params``, so artefacts and the pandas UDF call it as
+they called the forest. It does not derive from scikit-learn's base classes: an artefact is
+unpickled in every Python worker that scores, and those bases would import scikit-learn and SciPy
+there (~70 MB more per worker, for nothing the scoring calls). Artefacts pickled when it did
+derive from them load the same (their state is the same attributes).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, OutlierMixin
 
 
-class TailModel(OutlierMixin, BaseEstimator):
+class TailModel:
     """Per-check tail scales learned from training traffic; score = largest check / its scale.
 
     ``columns``: the indexes of the checks in the feature matrix; ``quantile``: the training
@@ -36,6 +39,19 @@ class TailModel(OutlierMixin, BaseEstimator):
         self.columns = columns
         self.quantile = quantile
         self.floor = floor
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"columns": self.columns, "quantile": self.quantile, "floor": self.floor}
+
+    def set_params(self, **params) -> TailModel:
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"TailModel has no parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"TailModel(columns={self.columns}, quantile={self.quantile}, floor={self.floor})"
 
     def fit(self, X, y=None):
         checks = np.asarray(X, dtype=float)[:, list(self.columns)]

@@ -235,6 +235,41 @@ def test_artefact_whose_pickle_has_other_features_is_refused(published):
         load_artefact(directory, new)
 
 
+def test_a_scoring_worker_loads_and_scores_an_artefact_without_scikit_learn(published, sim):
+    """What each pandas-UDF worker does (ml.scoring): unpickle the artefact and score a batch, in a
+    fresh interpreter; neither scikit-learn nor SciPy is imported for it."""
+    import subprocess
+    import sys
+
+    directory, _ = published
+    frame = sim[0].head(200)
+    path = os.path.join(directory, "batch.pkl")
+    frame.to_pickle(path)
+    code = (
+        "import sys, pandas as pd\n"
+        "from ml.artefact import load_artefact\n"
+        f"model = load_artefact({directory!r})\n"
+        f"scores, reasons = model.score_and_explain(pd.read_pickle({path!r}), model.threshold)\n"
+        "print(len(scores), sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["200", "[]"]
+
+
+def test_an_artefact_pickled_with_scikit_learns_estimator_state_still_loads(published, sim):
+    """Artefacts written while TailModel derived from scikit-learn's BaseEstimator carry its
+    ``_sklearn_version`` attribute in their state: they load and score the same."""
+    from ml.artefact import save_artefact
+
+    directory, version = published
+    payload = pickle.loads(open(os.path.join(directory, version, "model.pkl"), "rb").read())
+    payload["pipeline"].__dict__["_sklearn_version"] = "1.7.2"
+    meta = json.load(open(os.path.join(directory, version, "metadata.json")))
+    old = save_artefact(directory, payload, {k: v for k, v in meta.items() if k != "sha256"})
+    frame = sim[0].head(200)
+    assert np.array_equal(load_artefact(directory, old).score(frame), load_artefact(directory, version).score(frame))
+
+
 def test_train_on_recorded_tracks_publishes_a_model_without_silver(ml_settings):
     """How the demo has a model before silver holds anything: ``train --replay FILE``."""
     from tests.helpers import run_cli
