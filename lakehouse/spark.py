@@ -119,9 +119,10 @@ def java_options(settings: Settings, cache: str) -> str:
     path = os.path.join(cache, f"jvm-{hashlib.sha256(text.encode()).hexdigest()[:12]}.options")
     if not os.path.exists(path):
         os.makedirs(cache, exist_ok=True)
-        with open(path + ".tmp", "w") as fh:
+        tmp = f"{path}.{os.getpid()}.tmp"  # as the code archive and the fs jar: whole, whoever writes it
+        with open(tmp, "w") as fh:
             fh.write(text)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
     return f"-XX:VMOptionsFile={path}"
 
 
