@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
-from lakehouse.jobs.delta_io import BatchWrites, app_id
+from lakehouse.jobs.delta_io import BatchWrites, app_id, hadoop_path, jvm_class
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms import gold as G
@@ -87,14 +87,11 @@ def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> st
     """
     from ml.scoring import model_source
 
-    jvm = spark._jvm
-    conf = spark._jsc.hadoopConfiguration()
-    path = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/models/{batch_id}")
-    fs = path.getFileSystem(conf)
+    fs, path = hadoop_path(spark, f"{checkpoint}/models/{batch_id}")
     if fs.exists(path):
         stream = fs.open(path)
         try:
-            recorded = json.loads(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+            recorded = json.loads(jvm_class(spark, "org.apache.commons.io.IOUtils").toString(stream, "UTF-8"))
         finally:
             stream.close()
         log.info("gold batch %d: replayed with the model it first ran with (%s)", batch_id,
@@ -107,7 +104,7 @@ def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> st
         out.write(bytearray(json.dumps({"model_version": version}).encode()))
     finally:
         out.close()
-    old = jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/models/{batch_id - MODEL_LOG_RETAINED}")
+    _, old = hadoop_path(spark, f"{checkpoint}/models/{batch_id - MODEL_LOG_RETAINED}")
     if batch_id >= MODEL_LOG_RETAINED and fs.exists(old):
         fs.delete(old, False)
     return version
