@@ -211,6 +211,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # the parsed record (a struct, never encoded): a 200,000-state trigger 15.0 -> 13.9 s.
         "spark.sql.inMemoryColumnarStorage.compressed": "false",
         "spark.ui.showConsoleProgress": "false",
+        # PySpark's call-site capture: every Column built records its Python stack in the JVM
+        # (~10 more calls into the JVM per Column; a micro-batch plans a few hundred): 0.2-0.3 s
+        # of each trigger's planning (docs/scaling.md). Errors keep their message and plan;
+        # only the "== DataFrame ==" Python line of a runtime error is gone. A notebook that
+        # wants it back: spark.extra_conf.
+        "spark.python.sql.dataFrameDebugging.enabled": "false",
         "spark.driver.extraJavaOptions": java_options(settings, cache),
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"

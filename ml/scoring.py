@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -50,6 +50,24 @@ class Deployed:
     sha256: str
     threshold: float
     broadcast: object  # pyspark Broadcast of (model bytes, metadata)
+    # threshold -> the columns add_ml_scores adds: the UDF and its columns built once per version
+    # (a new UDF every micro-batch pickled its closure and registered it in the JVM again)
+    columns: dict = field(default_factory=dict)
+
+    def score_columns(self, threshold: float) -> dict:
+        if threshold not in self.columns:
+            score = F.col("_ml.anomaly_score")
+            self.columns[threshold] = {
+                "_ml": make_scorer(self, threshold)(*[F.col(c) for c in INPUT_COLUMNS]),
+                "outputs": {
+                    "anomaly_score": score,
+                    # As numpy compares: NaN is not above the threshold (Spark orders NaN above every number).
+                    "ml_anomaly": F.coalesce(~F.isnan(score) & (score > F.lit(float(threshold))), F.lit(False)),
+                    "model_version": F.lit(self.version),
+                    "ml_reason": F.col("_ml.ml_reason"),
+                },
+            }
+        return self.columns[threshold]
 
 
 class ModelSource:
@@ -157,21 +175,13 @@ def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
     missing = [c for c in INPUT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"add_ml_scores: input lacks {', '.join(missing)} (see ml.features.PREV_COLUMNS)")
-    df = df.drop(*[c for c in OUTPUT_COLUMNS if c in df.columns])
+    present = [c for c in OUTPUT_COLUMNS if c in df.columns]
+    if present:
+        df = df.drop(*present)
     spark = df.sparkSession
     deployed = model_source(settings).resolve(spark, settings)
     if deployed is None:
         return no_scores(df)
     spark.conf.set(ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
-    threshold = settings.ml.score_threshold or deployed.threshold
-    result = make_scorer(deployed, threshold)(*[F.col(c) for c in INPUT_COLUMNS])
-    score = F.col("_ml.anomaly_score")
-    return (
-        df.withColumn("_ml", result)
-        .withColumn("anomaly_score", score)
-        # As numpy compares: NaN is not above the threshold (Spark orders NaN above every number).
-        .withColumn("ml_anomaly", F.coalesce(~F.isnan(score) & (score > F.lit(float(threshold))), F.lit(False)))
-        .withColumn("model_version", F.lit(deployed.version))
-        .withColumn("ml_reason", F.col("_ml.ml_reason"))
-        .drop("_ml")
-    )
+    columns = deployed.score_columns(settings.ml.score_threshold or deployed.threshold)
+    return df.withColumn("_ml", columns["_ml"]).withColumns(columns["outputs"]).drop("_ml")

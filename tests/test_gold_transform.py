@@ -188,3 +188,31 @@ def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, b
     migrated = spark.read.format("delta").load(path)
     assert not is_legacy_state(migrated) and migrated.columns == G.STATE.columns
     assertDataFrameEqual(open_partials(migrated, base_settings.gold.window_duration), G.window_partials(windowed))
+
+
+def test_columns_built_once_per_jvm_and_anew_for_a_new_one(monkeypatch, spark):
+    """``built_once``: the silver and gold steps reuse their Columns across micro-batches (a
+    Column is bound to no DataFrame), but never a Column of a JVM gone: a session started anew in
+    the same process (a new gateway) builds its own."""
+    from pyspark import SparkContext
+
+    from lakehouse.transforms import built_once
+
+    calls = []
+
+    @built_once
+    def build(name):
+        calls.append(name)
+        return F.col(name)
+
+    first = build("icao24")
+    assert build("icao24") is first and calls == ["icao24"]
+    build("event_time")
+    assert calls == ["icao24", "event_time"]
+    live_gateway = SparkContext._gateway
+    monkeypatch.setattr(SparkContext, "_gateway", object())  # as after a stop and a new session
+    assert build("icao24") is not first and calls == ["icao24", "event_time", "icao24"]
+    monkeypatch.setattr(SparkContext, "_gateway", live_gateway)
+    # the steps that use it plan the same rows batch after batch
+    df = spark.createDataFrame([("abc123", 1)], "icao24 string, n int")
+    assert df.select(build("icao24")).collect() == df.select(build("icao24")).collect()

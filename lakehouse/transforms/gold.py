@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import table
 from lakehouse.settings import RulesSettings
+from lakehouse.transforms import built_once
 from lakehouse.transforms.rules import apply_rules
 
 LIVE = table("gold.live_flights")
@@ -51,30 +52,40 @@ def with_previous_state(last: DataFrame) -> Step:
     batches)."""
 
     def step(states: DataFrame) -> DataFrame:
-        cols = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity", "true_track",
-                "on_ground"]
-        known = last.select(*cols).withColumn("_new", F.lit(False))
-        both = states.withColumn("_new", F.lit(True)).unionByName(known, allowMissingColumns=True)
-        order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
+        known_cols, new, lags, is_new = _previous_columns()
+        both = states.withColumn("_new", new).unionByName(last.select(*known_cols), allowMissingColumns=True)
         # One projection (withColumns), not one re-analysed plan per column.
-        both = both.withColumns({f"prev_{c}": F.lag(c).over(order) for c in cols[1:]})
-        return both.where("_new").drop("_new")
+        return both.withColumns(lags).where(is_new).drop("_new")
 
     return step
 
 
+@built_once
+def _previous_columns() -> tuple[list[Column], Column, dict[str, Column], Column]:
+    cols = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity", "true_track", "on_ground"]
+    order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
+    return ([F.col(c) for c in cols] + [F.lit(False).alias("_new")], F.lit(True),
+            {f"prev_{c}": F.lag(c).over(order) for c in cols[1:]}, F.col("_new"))
+
+
 def no_model(df: DataFrame) -> DataFrame:
     """The scoring step while no model is deployed: rules only."""
-    return (
-        df.withColumn("anomaly_score", F.lit(None).cast("double"))
-        .withColumn("ml_anomaly", F.lit(False))
-        .withColumn("model_version", F.lit(None).cast("string"))
-        .withColumn("ml_reason", F.lit(None).cast("string"))
-    )
+    return df.withColumns(_no_scores())
+
+
+@built_once
+def _no_scores() -> dict[str, Column]:
+    return {"anomaly_score": F.lit(None).cast("double"), "ml_anomaly": F.lit(False),
+            "model_version": F.lit(None).cast("string"), "ml_reason": F.lit(None).cast("string")}
 
 
 def flag_anomalies(df: DataFrame) -> DataFrame:
-    return df.withColumn("is_anomaly", F.col("rule_anomaly") | F.coalesce("ml_anomaly", F.lit(False)))
+    return df.withColumn("is_anomaly", _is_anomaly())
+
+
+@built_once
+def _is_anomaly() -> Column:
+    return F.col("rule_anomaly") | F.coalesce("ml_anomaly", F.lit(False))
 
 
 def score_states(last: DataFrame, rules: RulesSettings, scoring: Step = no_model) -> Step:
@@ -84,69 +95,91 @@ def score_states(last: DataFrame, rules: RulesSettings, scoring: Step = no_model
         .transform(apply_rules(rules))
         .transform(scoring)
         .transform(flag_anomalies)
-        .select(*SCORED_COLUMNS)
+        .select(*_columns(tuple(SCORED_COLUMNS)))
     )
+
+
+@built_once
+def _columns(names: tuple[str, ...]) -> list[Column]:
+    """``F.col`` of each name: a select of plain names builds them every time."""
+    return [F.col(c) for c in names]
 
 
 def to_anomalies(scored: DataFrame) -> DataFrame:
     """Flagged states only, as ``gold.anomalies``."""
-    return (
-        scored.where("is_anomaly")
-        .withColumn("detected_at", F.current_timestamp())
-        .withColumn("event_date", F.to_date("event_time"))
-        .select(*ANOMALIES.columns)
-    )
+    flagged, columns = _anomaly_columns()
+    return scored.where(flagged).select(*columns)
+
+
+@built_once
+def _anomaly_columns() -> tuple[Column, list[Column]]:
+    added = {"detected_at": F.current_timestamp(), "event_date": F.to_date("event_time")}
+    return F.col("is_anomaly"), [added[c].alias(c) if c in added else F.col(c) for c in ANOMALIES.columns]
 
 
 def latest_states(since: Column) -> Step:
     """One row per aircraft: its newest state, for aircraft seen at or after ``since``."""
 
     def step(states: DataFrame) -> DataFrame:
-        newest_first = Window.partitionBy("icao24").orderBy(
-            F.col("event_time").desc(), F.col("last_contact").desc_nulls_last(),
-            F.col("latitude"), F.col("longitude"))
+        number, newest = _newest_first()
         return (
-            states.withColumn("_n", F.row_number().over(newest_first))
-            .where((F.col("_n") == 1) & (F.col("event_time") >= since))
-            .select(*SCORED_COLUMNS)
+            states.withColumn("_n", number)
+            .where(newest & (F.col("event_time") >= since))
+            .select(*_columns(tuple(SCORED_COLUMNS)))
         )
 
     return step
 
 
+@built_once
+def _newest_first() -> tuple[Column, Column]:
+    newest_first = Window.partitionBy("icao24").orderBy(
+        F.col("event_time").desc(), F.col("last_contact").desc_nulls_last(), F.col("latitude"), F.col("longitude"))
+    return F.row_number().over(newest_first), F.col("_n") == 1
+
+
 def to_live_flights(latest: DataFrame, since: Column) -> DataFrame:
-    return latest.where(F.col("event_time") >= since).withColumn("updated_at", F.current_timestamp()).select(
-        *LIVE.columns)
+    return latest.where(F.col("event_time") >= since).select(*_live_columns())
+
+
+@built_once
+def _live_columns() -> list[Column]:
+    return [F.current_timestamp().alias(c) if c == "updated_at" else F.col(c) for c in LIVE.columns]
 
 
 def with_window(duration: str) -> Step:
     """Add ``window_start``/``window_end`` of the tumbling window holding ``event_time``."""
-    return lambda df: (
-        df.withColumn("_w", F.window("event_time", duration))
-        .withColumn("window_start", F.col("_w.start"))
-        .withColumn("window_end", F.col("_w.end"))
-        .drop("_w")
-    )
+    def step(df: DataFrame) -> DataFrame:
+        window, bounds = _window_columns(duration)
+        return df.withColumn("_w", window).withColumns(bounds).drop("_w")
+
+    return step
+
+
+@built_once
+def _window_columns(duration: str) -> tuple[Column, dict[str, Column]]:
+    return F.window("event_time", duration), {"window_start": F.col("_w.start"), "window_end": F.col("_w.end")}
 
 
 def state_partials(states: DataFrame) -> DataFrame:
     """Windowed states (see :func:`with_window`) -> one partial per state (:data:`PARTIAL_COLUMNS`,
     a projection, no aggregation): what :func:`merge_partials` sums. Merged with the open windows'
     partials in one aggregation, the batch's states are shuffled once, not aggregated twice."""
-    sums = {}
+    return states.select(*_partial_columns())
+
+
+@built_once
+def _partial_columns() -> list[Column]:
+    columns = {
+        "origin_country": F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)),
+        "reports": F.lit(1).cast("long"),
+        "airborne": F.coalesce(F.col("on_ground") == F.lit(False), F.lit(False)),
+        "flagged": F.coalesce(F.col("is_anomaly"), F.lit(False)),
+    }
     for c in _AVERAGED:
-        sums[f"{c}_sum"] = F.col(c)
-        sums[f"{c}_n"] = F.col(c).isNotNull().cast("long")
-    return (
-        states.withColumns({
-            "origin_country": F.coalesce("origin_country", F.lit(UNKNOWN_COUNTRY)),
-            "reports": F.lit(1).cast("long"),
-            "airborne": F.coalesce(F.col("on_ground") == F.lit(False), F.lit(False)),
-            "flagged": F.coalesce(F.col("is_anomaly"), F.lit(False)),
-            **sums,
-        })
-        .select(*PARTIAL_COLUMNS)
-    )
+        columns[f"{c}_sum"] = F.col(c)
+        columns[f"{c}_n"] = F.col(c).isNotNull().cast("long")
+    return [columns[c].alias(c) if c in columns else F.col(c) for c in PARTIAL_COLUMNS]
 
 
 def window_partials(states: DataFrame) -> DataFrame:
@@ -157,12 +190,13 @@ def window_partials(states: DataFrame) -> DataFrame:
 
 def merge_partials(partials: DataFrame) -> DataFrame:
     """Partials of the same window, aircraft and country (from several batches) -> one row each."""
+    return partials.groupBy(*PARTIAL_KEYS).agg(*_merged()).select(*_columns(tuple(PARTIAL_COLUMNS)))
+
+
+@built_once
+def _merged() -> list[Column]:
     sums = [F.sum(c).alias(c) for c in PARTIAL_COLUMNS if c.endswith(("_sum", "_n")) or c == "reports"]
-    return (
-        partials.groupBy(*PARTIAL_KEYS)
-        .agg(F.bool_or("airborne").alias("airborne"), F.bool_or("flagged").alias("flagged"), *sums)
-        .select(*PARTIAL_COLUMNS)
-    )
+    return [F.bool_or("airborne").alias("airborne"), F.bool_or("flagged").alias("flagged"), *sums]
 
 
 def _average(c: str) -> Column:
@@ -181,21 +215,24 @@ def _counts() -> list[Column]:
 
 def window_stats(partials: DataFrame) -> DataFrame:
     """Window partials (see :func:`window_partials`) -> ``gold.window_stats``, one row per window."""
-    return (
-        partials.groupBy("window_start", "window_end")
-        .agg(*_counts(), _average("vertical_rate"), _average("baro_altitude"),
-             F.count_distinct(F.when(F.col("flagged"), F.col("icao24"))).alias("anomalies"))
-        .select(*WINDOWS.columns)
-    )
+    return partials.groupBy("window_start", "window_end").agg(*_window_aggregates()).select(*WINDOWS.columns)
+
+
+@built_once
+def _window_aggregates() -> list[Column]:
+    return [*_counts(), _average("vertical_rate"), _average("baro_altitude"),
+            F.count_distinct(F.when(F.col("flagged"), F.col("icao24"))).alias("anomalies")]
 
 
 def country_counts(partials: DataFrame) -> DataFrame:
     """Window partials -> ``gold.country_counts``, one row per window and origin country."""
-    return (
-        partials.groupBy("window_start", "window_end", "origin_country")
-        .agg(*_counts(), _average("baro_altitude"))
-        .select(*COUNTRIES.columns)
-    )
+    return (partials.groupBy("window_start", "window_end", "origin_country").agg(*_country_aggregates())
+            .select(*COUNTRIES.columns))
+
+
+@built_once
+def _country_aggregates() -> list[Column]:
+    return [*_counts(), _average("baro_altitude")]
 
 
 def closed(watermark: Column) -> Column:

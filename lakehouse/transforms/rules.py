@@ -17,7 +17,6 @@ tracks (``tests/test_rules_on_data.py``): the naive rule fires on 11.1 % of airb
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.settings import RulesSettings
+from lakehouse.transforms import built_once
 
 EARTH_RADIUS_M = 6_371_000.0
 
@@ -86,18 +86,18 @@ def rule_names(cfg: RulesSettings) -> list[str]:
 def apply_rules(cfg: RulesSettings) -> Callable[[DataFrame], DataFrame]:
     """Add ``rules`` (array of the enabled rules that fired) and ``rule_anomaly``."""
 
-    names = _fired(cfg)
-
     def step(df: DataFrame) -> DataFrame:
-        return df.withColumn("rules", names).withColumn("rule_anomaly", F.size("rules") > 0)
+        names, fired = _fired(cfg)
+        return df.withColumn("rules", names).withColumn("rule_anomaly", fired)
 
     return step
 
 
-@functools.cache
-def _fired(cfg: RulesSettings) -> Column:
-    """The ``rules`` column for ``cfg``, built once per process: a Column is bound to no
-    DataFrame, and building it is ~200 calls into the JVM (every micro-batch before)."""
+@built_once
+def _fired(cfg: RulesSettings) -> tuple[Column, Column]:
+    """The ``rules`` column for ``cfg`` and whether any fired, built once per JVM: a Column is
+    bound to no DataFrame, and building it is ~200 calls into the JVM (every micro-batch before)."""
     fired = [F.when(F.coalesce(rule.condition(cfg), F.lit(False)), F.lit(rule.name))
              for rule in RULES if rule.enabled(cfg)]
-    return F.filter(F.array(*fired), lambda x: x.isNotNull()) if fired else F.array().cast("array<string>")
+    names = F.filter(F.array(*fired), lambda x: x.isNotNull()) if fired else F.array().cast("array<string>")
+    return names, F.size("rules") > 0

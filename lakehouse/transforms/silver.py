@@ -8,7 +8,6 @@ good record); ``to_flights`` and ``to_quarantine`` are the two tables' column co
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, Window
@@ -26,6 +25,7 @@ from pyspark.sql.types import (
 
 from lakehouse.catalog import table
 from lakehouse.settings import ValidationSettings
+from lakehouse.transforms import built_once
 
 FLIGHTS = table("silver.flights")
 QUARANTINE = table("silver.quarantine")
@@ -90,18 +90,21 @@ def parse_records(bronze: DataFrame) -> DataFrame:
     """Bronze rows + ``_invalid_utf8`` (the value's bytes are not valid UTF-8) + ``r`` (the
     parsed record, partial on a type error) + ``_corrupt_record`` (the text when any field
     failed to parse, else null). Bytes that are not UTF-8 are not parsed at all."""
+    invalid_utf8, parsed, corrupt = _parse_columns()
+    return bronze.withColumn("_invalid_utf8", invalid_utf8).withColumn("r", parsed).withColumn(_CORRUPT, corrupt)
+
+
+@built_once
+def _parse_columns() -> tuple[Column, Column, Column]:
     schema = StructType([*RECORD_SCHEMA.fields]).add(_CORRUPT, "string")
     raw = F.col("value").cast("string")  # the bytes as they are; checked before anything reads them
     text = F.when(~F.col("_invalid_utf8"), raw)
     parsed = F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
     # from_json leaves a null value as a null struct: that is malformed too, not a good record.
-    return (
-        bronze.withColumn("_invalid_utf8", F.col("value").isNotNull() & ~F.is_valid_utf8(raw))
-        .withColumn("r", parsed)
-        .withColumn(_CORRUPT, F.when(F.col("_invalid_utf8"), F.lit(None).cast("string"))
-                    .when(F.col("value").isNull() | F.col("r").isNull(), F.coalesce(raw, F.lit("")))
-                    .otherwise(F.col(f"r.{_CORRUPT}")))
-    )
+    corrupt = (F.when(F.col("_invalid_utf8"), F.lit(None).cast("string"))
+               .when(F.col("value").isNull() | F.col("r").isNull(), F.coalesce(raw, F.lit("")))
+               .otherwise(F.col(f"r.{_CORRUPT}")))
+    return F.col("value").isNotNull() & ~F.is_valid_utf8(raw), parsed, corrupt
 
 
 def _first(*checks: tuple[Column, str, Column]) -> Column:
@@ -172,11 +175,11 @@ def _json_kind(variant_type: Column) -> Column:
     )
 
 
-@functools.cache
+@built_once
 def _verdict(bounds: ValidationSettings) -> Column:
     """The first check a parsed row fails, as a struct (reason, detail); null for a good record.
 
-    Built once per process and set of bounds: the expression takes ~4,500 calls into the JVM to
+    Built once per JVM and set of bounds: the expression takes ~4,500 calls into the JVM to
     build (1.2 s, a quarter of a micro-batch's parse and validate), and a Column is bound to no
     DataFrame, so every micro-batch reuses it.
     """
@@ -232,15 +235,18 @@ def classify(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
     """Add ``reason`` and ``detail`` (both null for a good record) to parsed rows."""
 
     def step(df: DataFrame) -> DataFrame:
+        variant, verdict, reason, detail = _classify_columns(bounds)
         kept = [c for c in df.columns if c != "_invalid_utf8"]
-        corrupt = F.col(_CORRUPT).isNotNull()
-        return (
-            df.withColumn("_variant", F.when(corrupt, F.try_parse_json(F.col(_CORRUPT))))
-            .withColumn("_verdict", _verdict(bounds))
-            .select(*kept, F.col("_verdict.reason").alias("reason"), F.col("_verdict.detail").alias("detail"))
-        )
+        return df.withColumn("_variant", variant).withColumn("_verdict", verdict).select(*kept, reason, detail)
 
     return step
+
+
+@built_once
+def _classify_columns(bounds: ValidationSettings) -> tuple[Column, ...]:
+    corrupt = F.col(_CORRUPT).isNotNull()
+    return (F.when(corrupt, F.try_parse_json(F.col(_CORRUPT))), _verdict(bounds),
+            F.col("_verdict.reason").alias("reason"), F.col("_verdict.detail").alias("detail"))
 
 
 def parse_and_validate(bounds: ValidationSettings) -> Callable[[DataFrame], DataFrame]:
@@ -253,46 +259,58 @@ def to_outputs(parsed: DataFrame) -> DataFrame:
     bytes kept for rejected rows only (a good row's are parsed into ``r``). What the silver job
     caches between its passes over a batch: the bytes were most of it."""
     kept = [c for c in QUARANTINE.columns if c in parsed.columns and c != "value"]  # lineage, reason
-    return parsed.select(F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"), "r", *kept)
+    return parsed.select(_rejected_value(), "r", *kept)
+
+
+@built_once
+def _rejected_value() -> Column:
+    return F.when(F.col("reason").isNotNull(), F.col("value")).alias("value")
 
 
 def to_flights(parsed: DataFrame) -> DataFrame:
     """Good parsed rows -> ``silver.flights`` columns (times as UTC timestamps)."""
+    good, columns = _flight_columns()
+    return parsed.where(good).select(*columns)
+
+
+@built_once
+def _flight_columns() -> tuple[Column, list[Column]]:
     r = lambda name: F.col(f"r.{name}")  # noqa: E731
     callsign = F.trim(r("callsign"))
-    return (
-        parsed.where(F.col("reason").isNull())
-        .select(
-            F.lower(r("icao24")).alias("icao24"),
-            F.when(callsign != "", callsign).alias("callsign"),
-            r("origin_country").alias("origin_country"),
-            r("time_position").alias("time_position"),
-            F.timestamp_seconds(r("time_position")).alias("event_time"),
-            F.timestamp_seconds(r("last_contact")).alias("last_contact"),
-            *[r(c).alias(c) for c in ("longitude", "latitude", "baro_altitude", "on_ground", "velocity",
-                                      "true_track", "vertical_rate", "sensors", "geo_altitude", "squawk",
-                                      "spi", "position_source", "category", "schema_version")],
-            F.timestamp_seconds(r("snapshot_time")).alias("snapshot_time"),
-            r("source").alias("source"),
-            F.timestamp_millis(r("produced_at")).alias("produced_at"),
-            F.col("partition"),
-            F.col("offset"),
-            F.current_timestamp().alias("processed_at"),
-        )
-        .withColumn("event_date", F.to_date("event_time"))
-        .select(*FLIGHTS.columns)
-    )
+    event_time = F.timestamp_seconds(r("time_position"))
+    columns = {
+        "icao24": F.lower(r("icao24")),
+        "callsign": F.when(callsign != "", callsign),
+        "origin_country": r("origin_country"),
+        "time_position": r("time_position"),
+        "event_time": event_time,
+        "last_contact": F.timestamp_seconds(r("last_contact")),
+        **{c: r(c) for c in ("longitude", "latitude", "baro_altitude", "on_ground", "velocity", "true_track",
+                             "vertical_rate", "sensors", "geo_altitude", "squawk", "spi", "position_source",
+                             "category", "schema_version")},
+        "snapshot_time": F.timestamp_seconds(r("snapshot_time")),
+        "source": r("source"),
+        "produced_at": F.timestamp_millis(r("produced_at")),
+        "partition": F.col("partition"),
+        "offset": F.col("offset"),
+        "processed_at": F.current_timestamp(),
+        "event_date": F.to_date(event_time),
+    }
+    return F.col("reason").isNull(), [columns[c].alias(c) for c in FLIGHTS.columns]
 
 
 def to_quarantine(parsed: DataFrame) -> DataFrame:
     """Rejected parsed rows -> ``silver.quarantine`` columns (raw value bytes and their text,
     lineage, reason)."""
-    return (
-        parsed.where(F.col("reason").isNotNull())
-        .withColumn("value_text", value_text(F.col("value")))
-        .withColumn("quarantined_at", F.current_timestamp())
-        .select(*QUARANTINE.columns)
-    )
+    rejected, added = _quarantine_columns()
+    return parsed.where(rejected).select(*[added.get(c, c) for c in QUARANTINE.columns])
+
+
+@built_once
+def _quarantine_columns() -> tuple[Column, dict[str, Column]]:
+    added = {"value_text": value_text(F.col("value")).alias("value_text"),
+             "quarantined_at": F.current_timestamp().alias("quarantined_at")}
+    return F.col("reason").isNotNull(), added
 
 
 def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFrame]:
@@ -309,13 +327,18 @@ def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFram
     """
 
     def step(flights: DataFrame) -> DataFrame:
-        both = flights.withColumn("_known", F.lit(False))
+        new, known_key, first, kept = _dedup_columns()
+        both = flights.withColumn("_known", new)
         if horizon is not None:
-            keys = (known.select("icao24", "event_time").where(F.col("event_time") >= F.lit(horizon))
-                    .withColumn("_known", F.lit(True)))
+            keys = (known.select("icao24", "event_time", known_key).where(F.col("event_time") >= F.lit(horizon)))
             both = both.unionByName(keys, allowMissingColumns=True)
-        first = Window.partitionBy("icao24", "event_time").orderBy(F.col("_known").desc(), "partition", "offset")
-        return (both.withColumn("_n", F.row_number().over(first))
-                .where((F.col("_n") == 1) & ~F.col("_known")).select(*FLIGHTS.columns))
+        return both.withColumn("_n", first).where(kept).select(*FLIGHTS.columns)
 
     return step
+
+
+@built_once
+def _dedup_columns() -> tuple[Column, Column, Column, Column]:
+    first = Window.partitionBy("icao24", "event_time").orderBy(F.col("_known").desc(), "partition", "offset")
+    return (F.lit(False), F.lit(True).alias("_known"), F.row_number().over(first),
+            (F.col("_n") == 1) & ~F.col("_known"))
