@@ -38,6 +38,37 @@ def encode_value(record: dict) -> bytes:
     return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
 
 
+def key_partitioner(max_keys: int = 200_000):
+    """kafka-python's default partitioner (murmur2 of the key, the Java client's choice: the
+    same aircraft always lands on the same partition), remembered per key while the topic keeps
+    its partition count. The same few thousand aircraft are sent every few seconds, and
+    kafka-python hashes each record's key in pure Python and sorts the topic's partitions for
+    it: ~7 us of the producer's ~65 us a record (docs/scaling.md). At most ``max_keys`` keys
+    are remembered (ICAO addresses are 24 bits; a live sky has ~15,000); later keys are hashed
+    every time, as without it."""
+    from kafka.partitioner import DefaultPartitioner
+
+    class KeyPartitioner(DefaultPartitioner):
+        def __init__(self):
+            self._topics: dict[str, tuple[int, dict[bytes, int]]] = {}
+
+        def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+            partitions = cluster.partitions_for_topic(topic)
+            if serialized_key is None or partitions is None:  # no key: random; no topic: its error
+                return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            count, known = self._topics.get(topic, (None, None))
+            if count != len(partitions):
+                count, known = self._topics[topic] = (len(partitions), {})
+            chosen = known.get(serialized_key)
+            if chosen is None:
+                chosen = super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+                if len(known) < max_keys:
+                    known[serialized_key] = chosen
+            return chosen
+
+    return KeyPartitioner()
+
+
 class StateProducer:
     """Send the records of ``/states/all`` responses to ``kafka.topic``.
 
@@ -84,6 +115,7 @@ class StateProducer:
                 request_timeout_ms=max(1, min(30000, delivery_ms - cfg.linger_ms)),
                 max_block_ms=max_block_ms,
                 bootstrap_timeout_ms=max_block_ms,
+                partitioner=key_partitioner(),
             )
         except KafkaConfigurationError as exc:
             raise ProducerError(f"Kafka producer settings (producer.*) refused: {exc}") from exc
@@ -105,8 +137,8 @@ class StateProducer:
 
     # -- delivery callbacks run on the producer's I/O thread --------------------------------
     def _ok(self, _metadata) -> None:
-        with self._lock:
-            self.delivered += 1
+        # Only this thread writes `delivered` (no lock: one per record); flush() reads it.
+        self.delivered += 1
 
     def _fail(self, exc) -> None:
         with self._lock:
@@ -117,6 +149,7 @@ class StateProducer:
         """Queue records (dicts of the Kafka record format); return how many were queued."""
         from kafka.errors import KafkaError
 
+        queued = 0
         for n, record in enumerate(records):
             key = record.get("icao24")
             try:
@@ -131,17 +164,19 @@ class StateProducer:
                 # as failed at once instead of each blocking max_block_ms.
                 lost = 1 if isinstance(exc, (ValueError, TypeError)) else len(records) - n
                 with self._lock:
-                    self.queued += lost
+                    self.queued += queued + lost
+                    queued = 0
                     self.failed += lost
                     self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.error("kafka: %d record(s) could not be queued: %s", lost, self.last_error)
                 if lost > 1:
                     break
                 continue
-            with self._lock:
-                self.queued += 1
+            queued += 1
             future.add_callback(self._ok)
             future.add_errback(self._fail)
+        with self._lock:
+            self.queued += queued
         return len(records)
 
     def send_response(self, response: dict, produced_at_ms: int | None = None) -> int:

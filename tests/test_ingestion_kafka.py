@@ -33,8 +33,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
 CLIENT_ID, CLIENT_SECRET = "lakehouse-test", "s3cr3t-never-logged-7f3a"
 
 
-def consume(settings, timeout_s: float = 60) -> list[tuple[str | None, dict]]:
-    """Every record of the settings' topic, as (key, value)."""
+def consume(settings, timeout_s: float = 60, partitions: dict | None = None) -> list[tuple[str | None, dict]]:
+    """Every record of the settings' topic, as (key, value); ``partitions``, if given, gets each
+    key's set of partitions."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
@@ -49,6 +50,9 @@ def consume(settings, timeout_s: float = 60) -> list[tuple[str | None, dict]]:
             assert time.monotonic() < deadline, "timed out consuming the topic"
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend((r.key.decode() if r.key else None, json.loads(r.value)) for r in batch)
+                if partitions is not None:
+                    for r in batch:
+                        partitions.setdefault(r.key, set()).add(r.partition)
         return records
     finally:
         consumer.close()
@@ -63,13 +67,22 @@ def test_replay_puts_exactly_its_states_in_kafka(lake, tmp_path):
     result = run_cli(lake, "produce", "--source", "replay", "--path", str(FIXTURE), "--speedup", "max",
                      "--record", str(recorded))
     expected = states_of(read_replay(FIXTURE))
-    records = consume(lake)
+    partitions: dict = {}
+    records = consume(lake, partitions=partitions)
     assert len(records) == sum(expected.values()) == 5905
     assert Counter((value["icao24"], value["snapshot_time"]) for _, value in records) == expected
     key, value = records[0]
     assert key == value["icao24"] and value["source"] == "replay" and value["schema_version"] == 1
     assert list(read_replay(recorded)) == list(read_replay(FIXTURE))  # --record writes the replay format
     assert "5905 states, 5905 sent, 0 failed" in result.stderr
+    # Each aircraft on one partition, the one the Java client's partitioner picks (murmur2 of the
+    # key): the producer remembers it per key instead of hashing every record.
+    from kafka.partitioner.default import murmur2
+
+    count = lake.kafka.partitions
+    assert count > 1 and len({p for ps in partitions.values() for p in ps}) == count
+    assert partitions == {
+        key: {(murmur2(key) & 0x7FFFFFFF) % count} for key in partitions}
 
 
 def test_replay_values_pass_through_unchanged(lake):

@@ -332,3 +332,34 @@ def test_the_producer_default_compression_round_trips_through_kafka_pythons_c_pa
     assert batch.validate_crc()
     assert [r.value for r in batch] == values
     assert len(built) < sum(map(len, values)) / 4
+
+
+def test_the_key_partitioner_picks_kafka_pythons_partition_and_forgets_it_when_partitions_change():
+    """Remembered per key, but always the default partitioner's choice (murmur2 of the key, as
+    the Java client), recomputed once the topic has more partitions; keyless records spread."""
+    from kafka.partitioner import DefaultPartitioner
+
+    from ingestion.producer import key_partitioner
+
+    class Cluster:  # the two look-ups a partitioner makes of kafka-python's ClusterMetadata
+        def __init__(self, count):
+            self.count = count
+
+        def topics(self):
+            return {"t"}
+
+        def partitions_for_topic(self, topic):
+            return set(range(self.count)) if topic == "t" else None
+
+        def available_partitions_for_topic(self, topic):
+            return self.partitions_for_topic(topic)
+
+    chooser, default = key_partitioner(max_keys=50), DefaultPartitioner()
+    keys = [f"{i:06x}".encode() for i in range(200)]
+    for count in (3, 3, 7, 3):
+        cluster = Cluster(count)
+        assert [chooser.partition("t", None, k, None, b"v", cluster) for k in keys] == [
+            default.partition("t", None, k, None, b"v", cluster) for k in keys]
+    assert len({chooser.partition("t", None, None, None, b"v", Cluster(7)) for _ in range(200)}) > 1
+    with pytest.raises(ValueError, match="not found"):
+        chooser.partition("other", None, b"abc123", None, b"v", Cluster(3))
