@@ -27,7 +27,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.env import REPO, free_port
+from bench.env import REPO
+from lakehouse.net import free_port
 
 log = logging.getLogger("bench")
 SECTIONS = ("reads", "freshness", "memory", "throughput", "scoring")

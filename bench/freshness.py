@@ -221,8 +221,8 @@ class Stack:
     """``run all`` streaming (+ the dashboard) on one fresh lakehouse root, memory sampled."""
 
     def __init__(self, env, sizes, label: str, sampler, dashboard_ok: bool):
-        from bench.env import free_port
         from lakehouse.catalog import table_path
+        from lakehouse.net import free_port
         from lakehouse.status import delta_uri, storage_options
 
         self.env, self.sizes, self.label, self.sampler = env, sizes, label, sampler

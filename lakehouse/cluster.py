@@ -20,13 +20,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from lakehouse.net import free_port
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ LOG4J_CONF = Path(__file__).resolve().parent / "log4j2.properties"
 
 class ClusterError(RuntimeError):
     """A daemon did not come up in time; the message carries its log tail."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spark_home() -> str:

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lakehouse.net import free_port
 from lakehouse.settings import Settings, resolve_path
 
 log = logging.getLogger(__name__)
@@ -184,12 +185,6 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _check_loopback(settings: Settings) -> None:
     host = settings.kafka.host
     if host not in ("127.0.0.1", "localhost"):
@@ -317,7 +312,7 @@ def start(settings: Settings) -> dict:
         ensure_jars(settings)
         paths.data_dir.mkdir(parents=True, exist_ok=True)
         state = _read_state(paths)
-        controller_port = settings.kafka.controller_port or state.get("controller_port") or _free_port()
+        controller_port = settings.kafka.controller_port or state.get("controller_port") or free_port()
         _write_config(settings, paths, controller_port)
         _format_storage(settings, paths)
         with paths.broker_log.open("ab") as out:

@@ -21,7 +21,9 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 
 from lakehouse.settings import Settings, join_path, resolve_path
 
@@ -106,6 +108,19 @@ def s3_credentials_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+def write_whole(path: str, write: Callable[[str], object]) -> None:
+    """Create ``path`` whole or not at all: ``write(name)`` writes it under a name of this
+    process's own, renamed to ``path`` once it returns (removed if it raises). Several processes
+    may build the same cache file at once; none ever reads another's half-written file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def java_options(settings: Settings, cache: str) -> str:
     """The driver JVM's options: the log configuration, then ``spark.java_options``.
 
@@ -119,10 +134,7 @@ def java_options(settings: Settings, cache: str) -> str:
     path = os.path.join(cache, f"jvm-{hashlib.sha256(text.encode()).hexdigest()[:12]}.options")
     if not os.path.exists(path):
         os.makedirs(cache, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"  # as the code archive and the fs jar: whole, whoever writes it
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_whole(path, lambda out: Path(out).write_text(text))
     return f"-XX:VMOptionsFile={path}"
 
 
@@ -166,13 +178,14 @@ def code_archive(settings: Settings) -> str:
             digest.update(fh.read())
     out_dir = os.path.join(resolve_path(settings.spark.cache_dir), "pyfiles")
     target = os.path.join(out_dir, f"opensky-lakehouse-{digest.hexdigest()[:12]}.zip")
-    if not os.path.isfile(target):
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = f"{target}.{os.getpid()}.tmp"
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    def write(out: str) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in files:
                 zf.write(path, os.path.relpath(path, repo))
-        os.replace(tmp, target)
+
+    if not os.path.isfile(target):
+        os.makedirs(out_dir, exist_ok=True)
+        write_whole(target, write)
     return target
 
 
@@ -269,17 +282,16 @@ def local_fs_jar(cache: str) -> str | None:
         return None
     hadoop = hadoop_client_jars()
     os.makedirs(cache, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        built = subprocess.run([javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(hadoop), "-d", tmp,
-                                *sources], capture_output=True, text=True)
-        if built.returncode == 0:
-            built = subprocess.run([jar, "cf", f"{target}.{os.getpid()}.tmp", "-C", tmp, "."], capture_output=True,
-                                   text=True)
-        if built.returncode != 0:
+    with tempfile.TemporaryDirectory(dir=cache) as classes:
+        try:
+            subprocess.run([javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(hadoop), "-d", classes,
+                            *sources], capture_output=True, text=True, check=True)
+            write_whole(target, lambda out: subprocess.run([jar, "cf", out, "-C", classes, "."], capture_output=True,
+                                                           text=True, check=True))
+        except subprocess.CalledProcessError as exc:
             log.warning("could not compile %s (Hadoop's local file system stays): %s", JAVA_SRC,
-                        (built.stderr or built.stdout).strip()[-500:])
+                        (exc.stderr or exc.stdout or "").strip()[-500:])
             return None
-    os.replace(f"{target}.{os.getpid()}.tmp", target)  # whole, even with several processes building it
     return target
 
 
@@ -324,9 +336,7 @@ def _record_jars(spark, settings: Settings) -> None:
     jars = [j.removeprefix("file://").removeprefix("file:") for j in spark.conf.get("spark.jars", "").split(",") if j]
     if jars and all(os.path.isfile(j) for j in jars):
         os.makedirs(cache, exist_ok=True)
-        with open(manifest + ".tmp", "w") as fh:
-            fh.write("\n".join(jars) + "\n")
-        os.replace(manifest + ".tmp", manifest)
+        write_whole(manifest, lambda out: Path(out).write_text("\n".join(jars) + "\n"))
 
 
 def _host_for_cluster() -> str:

@@ -34,6 +34,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.settings import Settings
+from lakehouse.transforms.gold import no_model
 from ml.artefact import ArtefactError, latest_version, model_dir, model_from_bytes, read_verified_bytes
 from ml.features import INPUT_COLUMNS
 
@@ -161,15 +162,6 @@ def make_scorer(deployed: Deployed, threshold: float):
     return score
 
 
-def no_scores(df: DataFrame) -> DataFrame:
-    return (
-        df.withColumn("anomaly_score", F.lit(None).cast("double"))
-        .withColumn("ml_anomaly", F.lit(False))
-        .withColumn("model_version", F.lit(None).cast("string"))
-        .withColumn("ml_reason", F.lit(None).cast("string"))
-    )
-
-
 def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
     """Add ``anomaly_score``, ``ml_anomaly``, ``model_version`` (see the module docstring)."""
     missing = [c for c in INPUT_COLUMNS if c not in df.columns]
@@ -181,7 +173,7 @@ def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
     spark = df.sparkSession
     deployed = model_source(settings).resolve(spark, settings)
     if deployed is None:
-        return no_scores(df)
+        return no_model(df)  # the same four columns, null / false
     spark.conf.set(ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
     columns = deployed.score_columns(settings.ml.score_threshold or deployed.threshold)
     return df.withColumn("_ml", columns["_ml"]).withColumns(columns["outputs"]).drop("_ml")

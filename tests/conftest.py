@@ -14,8 +14,9 @@ import uuid
 
 import pytest
 
+from lakehouse.net import free_port
 from lakehouse.settings import load_settings
-from tests.helpers import REPO, cli_env, free_port
+from tests.helpers import REPO, cli_env
 
 
 @pytest.fixture(scope="session")

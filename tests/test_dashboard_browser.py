@@ -12,9 +12,9 @@ import os
 import pytest
 
 from dashboard.measure import CHROMIUM, kpi, launch, load_page, served, slider_key, wait_for_version
+from lakehouse.net import free_port
 from lakehouse.settings import load_settings
 from tests import gold_fixture as gold
-from tests.helpers import free_port
 
 pytestmark = [
     pytest.mark.browser,

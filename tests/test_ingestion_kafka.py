@@ -314,7 +314,7 @@ def test_deliveries_the_broker_refuses_are_counted_reported_and_exit_1(lake):
 def test_unreachable_broker_stops_produce_within_max_block_with_one_clear_line(base_settings):
     """Nothing listens at the bootstrap address: exit 1 after ``producer.max_block_s``, not the
     client's own 30 s, with one line naming the address and the cure; no traceback."""
-    from tests.helpers import free_port
+    from lakehouse.net import free_port
 
     address = f"127.0.0.1:{free_port()}"
     settings = base_settings.replace(kafka={"bootstrap_servers": address},
@@ -334,7 +334,7 @@ def test_unreachable_broker_stops_produce_within_max_block_with_one_clear_line(b
 def test_records_survive_kafka_stop_and_start_on_the_same_data_dir(base_settings, tmp_path):
     """A broker of its own (free ports, data in tmp_path): what ``produce`` delivered is still
     there, at the same end offsets, after ``kafka stop`` and ``kafka start``."""
-    from tests.helpers import free_port
+    from lakehouse.net import free_port
 
     settings = base_settings.replace(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
                                             "data_dir": str(tmp_path / "kafka"), "topic": "restart.check"})

@@ -35,7 +35,7 @@ def test_broker_listens_on_loopback_only(kafka_settings):
 
 
 def test_status_when_nothing_runs(base_settings, tmp_path):
-    from tests.helpers import free_port
+    from lakehouse.net import free_port
 
     settings = base_settings.replace(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}",
                                             "data_dir": str(tmp_path / "k")})

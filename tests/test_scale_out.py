@@ -19,12 +19,20 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from lakehouse.cluster import S3Server, StandaloneCluster, spark_home
 from lakehouse.settings import load_settings
-from lakehouse.spark import code_archive, hadoop_version, s3_credentials_conf, spark_conf, spark_packages
+from lakehouse.spark import (
+    code_archive,
+    hadoop_version,
+    s3_credentials_conf,
+    spark_conf,
+    spark_packages,
+    write_whole,
+)
 from lakehouse.status import delta_uri, storage_options, table_info
 from tests.helpers import REPO, cli_env, produce, run_cli
 
@@ -119,6 +127,21 @@ def test_code_archive_holds_the_project_packages_and_is_rebuilt_only_on_change(t
     names = zipfile.ZipFile(archive).namelist()
     assert "lakehouse/jobs/bronze.py" in names and "lakehouse/transforms/bronze.py" in names
     assert not any("__pycache__" in n for n in names)
+    assert sorted(os.listdir(tmp_path / "pyfiles")) == [os.path.basename(archive)]  # no temporary left
+
+
+def test_cache_files_appear_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "cache.txt"
+
+    def half(out):
+        Path(out).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_whole(str(target), half)
+    assert os.listdir(tmp_path) == []
+    write_whole(str(target), lambda out: Path(out).write_text("whole"))
+    assert target.read_text() == "whole" and os.listdir(tmp_path) == ["cache.txt"]
 
 
 # --- for real: a standalone cluster and an S3 server -------------------------------------------

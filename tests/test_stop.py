@@ -17,8 +17,9 @@ from deltalake import DeltaTable
 
 from ingestion.replay import read_replay
 from lakehouse.catalog import table_path
+from lakehouse.net import free_port
 from lakehouse.status import accounting
-from tests.helpers import REPO, cli_env, delta_rows, free_port, produce, replay_records
+from tests.helpers import REPO, cli_env, delta_rows, produce, replay_records
 
 pytestmark = pytest.mark.integration
 

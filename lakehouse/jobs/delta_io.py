@@ -25,6 +25,7 @@ import time
 from py4j.protocol import Py4JError
 from pyspark.errors import PySparkException
 
+from lakehouse.jvm import hadoop_path
 from lakehouse.settings import join_path
 
 log = logging.getLogger("lakehouse.jobs")
@@ -51,22 +52,6 @@ def app_id(spark, checkpoint: str, job: str) -> str:
 
 # Spark keeps this many micro-batches of its own offset and commit logs; the batch records likewise.
 RECORDS_RETAINED = 100
-
-
-def jvm_class(spark, name: str):
-    """The JVM class of fully qualified ``name``, looked up by its whole name at once.
-
-    ``spark._jvm.org.apache.hadoop.fs.Path`` asks the JVM about ``org``, ``org.apache``, ... in
-    turn, and each part that is no class is searched for in every jar of the class path (289
-    with Delta and Kafka) and under each of Py4J's imports: 2.9 ms a look-up, against 0.1 ms.
-    """
-    return getattr(spark._jvm, name)
-
-
-def hadoop_path(spark, path: str):
-    """``path`` as a Hadoop ``Path`` and its file system: ``(fs, path)``."""
-    jpath = jvm_class(spark, "org.apache.hadoop.fs.Path")(path)
-    return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
 
 
 def begin_batch(spark, checkpoint: str, batch_id: int) -> bool:

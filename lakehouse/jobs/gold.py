@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
 from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
-from lakehouse.jobs.delta_io import BatchWrites, app_id, hadoop_path, jvm_class
+from lakehouse.jobs.delta_io import BatchWrites, app_id
+from lakehouse.jvm import hadoop_path, jvm_class
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms import gold as G
