@@ -41,6 +41,8 @@ class Sizes:
     aircraft: int = 10_000
     warmup_records: int = 20_000
     freshness_rates: tuple[int, ...] = (1_000, 10_000)
+    # the same on real recorded tracks (bench.freshness.recorded_fleet)
+    recorded_rates: tuple[int, ...] = (1_000,)
     freshness_window_s: float = 120.0
     freshness_warmup_s: float = 60.0
     freshness_drain_s: float = 180.0
@@ -59,7 +61,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(runs=1, records=2_000, aircraft=500, warmup_records=0, freshness_rates=(100, 1_000),
+QUICK = Sizes(runs=1, records=2_000, aircraft=500, warmup_records=0, freshness_rates=(100, 1_000), recorded_rates=(100,),
               freshness_window_s=15.0, freshness_warmup_s=3.0, freshness_drain_s=45.0, freshness_startup_s=420.0,
               stack_per_rate=False,
               scoring_rows=5_000, reads_commits=120, reads_rows=50, repeats=3)
@@ -72,8 +74,10 @@ def configure(parser) -> None:
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, --quick 1)")
     parser.add_argument("--records", type=int, help="throughput states per run (default 1,000,000)")
     parser.add_argument("--window", type=float, metavar="SECONDS", help="freshness window per run")
-    parser.add_argument("--rates", metavar="N,N", help="freshness rates in states/s (default 1000,10000; "
-                        "--quick 100,1000)")
+    parser.add_argument("--rates", metavar="N,N", help="freshness rates in states/s, simulated tracks "
+                        "(default 1000,10000; --quick 100,1000; '' for none)")
+    parser.add_argument("--recorded-rates", metavar="N,N", help="freshness rates on real recorded tracks (default "
+                        "1000; --quick 100; '' for none)")
     parser.add_argument("--out", metavar="DIR", help="results directory")
     parser.add_argument("--work", metavar="DIR", help="scratch directory (default data/bench/work)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -143,8 +147,10 @@ def sizes_from(args) -> Sizes:
         sizes = sizes.replace(records=args.records, aircraft=min(sizes.aircraft, args.records))
     if args.window:
         sizes = sizes.replace(freshness_window_s=args.window)
-    if args.rates:
+    if args.rates is not None:
         sizes = sizes.replace(freshness_rates=tuple(int(r) for r in args.rates.split(",") if r.strip()))
+    if args.recorded_rates is not None:
+        sizes = sizes.replace(recorded_rates=tuple(int(r) for r in args.recorded_rates.split(",") if r.strip()))
     return sizes
 
 

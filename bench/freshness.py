@@ -31,8 +31,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from bench.env import REPO
 from bench.figures import figure, weighted_percentile
 
 log = logging.getLogger("bench")
@@ -66,23 +68,21 @@ class ProducerLog:
             return sorted(self.snapshots)
 
 
-def produce_live(settings, aircraft: int, stop: threading.Event, plog: ProducerLog, seed: int = 7) -> None:
-    # each rate its own seed: a stack shared by two rates sees (almost) disjoint fleets
-    """Real-time simulator -> Kafka until ``stop``; every snapshot logged in ``plog``."""
-    from ingestion.producer import StateProducer
-    from ingestion.simulator import Simulator
+def produce_live(settings, snapshots, stop: threading.Event, plog: ProducerLog) -> None:
+    """Real-time snapshots -> Kafka until ``stop``; every snapshot logged in ``plog``.
 
-    interval = settings.simulator.interval_s
+    ``snapshots()`` builds the iterator of ``/states/all`` responses (every state's
+    ``time_position`` is its response's ``time``, which is when it is sent)."""
+    from ingestion.producer import StateProducer
+
     try:
-        start = int(time.time() // interval * interval + interval)
-        sim = Simulator(seed=seed, aircraft=aircraft, interval_s=interval, start_time=start,
-                        anomaly_rate=settings.simulator.anomaly_rate)
+        responses = snapshots()
         producer = StateProducer(settings, "simulator")
     except Exception as exc:  # noqa: BLE001 - reported by the section, which then stops
         plog.error = f"{type(exc).__name__}: {exc}"
         return
     try:
-        for response in sim.snapshots(None):
+        for response in responses:
             delay = response["time"] - time.time()
             if stop.wait(max(0.0, delay)):
                 return
@@ -99,6 +99,76 @@ def produce_live(settings, aircraft: int, stop: threading.Event, plog: ProducerL
         plog.error = f"{type(exc).__name__}: {exc}"
     finally:
         producer.close(timeout=10)
+
+
+def next_slot(interval_s: float) -> int:
+    """The first snapshot time of a producer starting now: the next multiple of ``interval_s``."""
+    return int(time.time() // interval_s * interval_s + interval_s)
+
+
+def simulated_fleet(settings, aircraft: int, seed: int):
+    """The simulator's snapshots, in real time from the next interval."""
+    from ingestion.simulator import Simulator
+
+    interval = settings.simulator.interval_s
+    return lambda: Simulator(seed=seed, aircraft=aircraft, interval_s=interval, start_time=next_slot(interval),
+                             anomaly_rate=settings.simulator.anomaly_rate).snapshots(None)
+
+
+# Real recorded tracks: 30 minutes of the `traffic` library's quickstart sample (OpenSky data
+# around Paris, 2021-10-07; origin and conversion in tests/fixtures/README.md), 33 states a
+# snapshot on average.
+RECORDING = REPO / "tests" / "fixtures" / "quickstart_excerpt.jsonl.gz"
+# Addresses of the recorded fleet's copies start here (0xF00000 up: no country's ICAO block, so
+# never an address of the simulator's fleet sharing a stack).
+RECORDED_BASE = 0xF00000
+
+
+def recorded_fleet(responses: list[dict], rate: int, interval_s: float, start: int) -> tuple[int, Iterator[dict]]:
+    """Real recorded tracks at ``rate`` states/s: ``(aircraft, snapshots)``.
+
+    The recording's snapshots are sent one per ``interval_s`` from ``start``, each as ``copies``
+    copies (``rate x interval_s`` states a snapshot, rounded to whole copies), and looped. Every
+    aircraft of every copy is a distinct aircraft (its own ICAO address from
+    :data:`RECORDED_BASE`), and so is each stretch of an aircraft's recording without a gap, in
+    each pass over the recording: the watcher's accounting (an aircraft reports in every
+    snapshot until it stops) holds, and no loop or gap shows as a position jump. States keep
+    their recorded position, altitude, speeds and country; ``time_position`` and
+    ``last_contact`` become the snapshot's time, as the simulator's do. States without a position
+    (which silver quarantines, never visible on the map) are left out.
+    """
+    frames: list[list[tuple[int, list]]] = []
+    stretch: dict[str, tuple[int, int]] = {}  # icao24 -> (last frame seen in, its stretch id)
+    stretches = 0
+    for k, response in enumerate(responses):
+        rows = []
+        for row in response.get("states") or ():
+            if row[3] is None or row[5] is None or row[6] is None:
+                continue
+            seen = stretch.get(row[0])
+            if seen is None or seen[0] != k - 1:
+                seen, stretches = (k, stretches), stretches + 1
+            stretch[row[0]] = (k, seen[1])
+            rows.append((seen[1], row))
+        frames.append(rows)
+    per_frame = sum(map(len, frames)) / max(1, len(frames))
+    if not per_frame:
+        raise ValueError("the recording holds no state with a position")
+    copies = max(1, round(rate * interval_s / per_frame))
+
+    def snapshots() -> Iterator[dict]:
+        k = 0
+        while True:
+            t = int(start + k * interval_s)
+            lap, i = divmod(k, len(frames))
+            states = []
+            for copy in range(copies):
+                first = RECORDED_BASE + (lap * copies + copy) * stretches
+                states += [[f"{(first + j) % (1 << 24):06x}", row[1], row[2], t, t, *row[5:]] for j, row in frames[i]]
+            yield {"time": t, "states": states}
+            k += 1
+
+    return round(copies * per_frame), snapshots()
 
 
 class LiveFlightsWatcher:
@@ -286,19 +356,30 @@ class Stack:
                          self.plog.behind_s, until - time.time())
             time.sleep(self.sizes.poll_s)
 
-    def measure(self, rate: int) -> dict:
-        """Produce at ``rate``: (first version,) warm-up, ``runs`` windows, drain; figures per window."""
+    def measure(self, rate: int, tracks: str = "simulated") -> dict:
+        """Produce at ``rate`` (``tracks``: ``simulated``, or ``recorded``: real tracks, see
+        :func:`recorded_fleet`): (first version,) warm-up, ``runs`` windows, drain; figures per window."""
         sizes = self.sizes
-        aircraft, interval = fleet_for(rate, self.settings.simulator.interval_s)
+        if tracks == "recorded":
+            from ingestion.replay import read_replay
+
+            interval = self.settings.simulator.interval_s
+            aircraft, responses = recorded_fleet(list(read_replay(RECORDING)), rate, interval, next_slot(interval))
+            snapshots = lambda: responses  # noqa: E731
+        else:
+            # each rate its own seed: a stack shared by two rates sees (almost) disjoint fleets
+            aircraft, interval = fleet_for(rate, self.settings.simulator.interval_s)
+            snapshots = simulated_fleet(self.settings.replace(simulator={"interval_s": interval}), aircraft, rate)
         halt = threading.Event()
         self.plog.behind_s = 0.0
-        log.info("bench: [freshness %s] producing %s states/s: %s aircraft reporting every %g s", self.label,
-                 f"{rate:,}", f"{aircraft:,}", interval)
-        settings = self.settings.replace(simulator={"interval_s": interval})
-        producer = threading.Thread(target=produce_live, args=(settings, aircraft, halt, self.plog),
-                                    kwargs={"seed": rate}, daemon=True)
+        log.info("bench: [freshness %s] producing %s states/s (%s tracks): %s aircraft reporting every %g s",
+                 self.label, f"{rate:,}", tracks, f"{aircraft:,}", interval)
+        producer = threading.Thread(target=produce_live, args=(self.settings, snapshots, halt, self.plog), daemon=True)
         producer.start()
-        result: dict = {"rate": rate, "aircraft": aircraft, "interval_s": interval, "stack": self.label}
+        result: dict = {"rate": rate, "tracks": tracks, "aircraft": aircraft, "interval_s": interval,
+                        "stack": self.label}
+        if tracks == "recorded":
+            result["recording"] = str(RECORDING.relative_to(REPO))
         try:
             if self.watcher.first_version_at is None:
                 self.poll_until(self.started + sizes.freshness_startup_s,
@@ -422,6 +503,11 @@ def gold_available() -> tuple[bool, str | None]:
     return True, None
 
 
+def spec_key(rate: int, tracks: str) -> str:
+    """A measured rate's key in the results: ``1000`` (simulated), ``1000-recorded``."""
+    return str(rate) if tracks == "simulated" else f"{rate}-{tracks}"
+
+
 def run_section(env, sizes) -> tuple[dict, dict]:
     """Freshness per rate, and the memory peaks of each stack (sampled meanwhile)."""
     from bench.memory import MemorySampler
@@ -443,23 +529,25 @@ def run_section(env, sizes) -> tuple[dict, dict]:
         "with the proportional set size, pages shared by forked workers counted once)"), "rates": {}}
     if not dash_ok:
         memory["pending"] = {"dashboard": dash_why}
-    stacks = ([[r] for r in sizes.freshness_rates] if sizes.stack_per_rate else [list(sizes.freshness_rates)])
-    for rates in stacks:
-        label = "+".join(str(r) for r in rates)
+    specs = [(r, "simulated") for r in sizes.freshness_rates] + [(r, "recorded") for r in sizes.recorded_rates]
+    stacks = [[spec] for spec in specs] if sizes.stack_per_rate else [specs]
+    for stack_specs in stacks:
+        label = "+".join(spec_key(*spec) for spec in stack_specs)
         with MemorySampler() as sampler:
             sampler.track("kafka broker", env.broker_pid)
             stack = Stack(env, sizes, label, sampler, dash_ok)
             try:
                 with stack:
-                    for rate in rates:
-                        freshness["rates"][str(rate)] = stack.measure(rate)
+                    for rate, tracks in stack_specs:
+                        freshness["rates"][spec_key(rate, tracks)] = stack.measure(rate, tracks)
             except RuntimeError as exc:
                 log.error("bench: [freshness %s] failed: %s", label, exc)
-                for rate in rates:
-                    freshness["rates"].setdefault(str(rate), {"rate": rate, "error": str(exc)[:2000]})
+                for rate, tracks in stack_specs:
+                    freshness["rates"].setdefault(spec_key(rate, tracks), {"rate": rate, "tracks": tracks,
+                                                                         "error": str(exc)[:2000]})
                 freshness["status"] = "error"
-            for rate in rates:
-                freshness["rates"][str(rate)]["stopped"] = stack.stopped
+            for spec in stack_specs:
+                freshness["rates"][spec_key(*spec)]["stopped"] = stack.stopped
             peaks = sampler.peaks()
         peaks["total"] = {k: sum(p[k] for p in peaks.values()) for k in ("peak_rss_mb", "peak_pss_mb")}
         memory["rates"][label] = peaks

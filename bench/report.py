@@ -88,24 +88,42 @@ def render_freshness(s: dict) -> list[str]:
            f"median (min-max) over {s['runs']} windows of {s['window_s']:.0f} s:", "",
            "| states/s | aircraft | p50 s | p95 s | max s | states measured | not visible | start-up s |",
            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for rate, r in s["rates"].items():
+    for r in s["rates"].values():
         if "error" in r:
-            out.append(f"| {int(rate):,} | | error | | | | {r['error'].splitlines()[0][:80]} |")
+            out.append(f"| {_rate(r)} | | error | | | | {r['error'].splitlines()[0][:80]} |")
             continue
         states = sum(w["states"] for w in r["runs"])
         unseen = sum(w["unseen_states"] for w in r["runs"])
-        out.append(f"| {int(rate):,} | {r['aircraft']:,} | {_fig(r['p50_s'], 1)} | {_fig(r['p95_s'], 1)} | "
+        out.append(f"| {_rate(r)} | {r['aircraft']:,} | {_fig(r['p50_s'], 1)} | {_fig(r['p95_s'], 1)} | "
                    f"{_fig(r['max_s'], 1)} | {states:,} | {unseen:,} | {_n(r.get('startup_s'), 0)} |")
     out += ["", "Start-up: from the `run all` process start to the first `gold.live_flights` version with rows "
             "(JVM, query start, the first micro-batch in a cold JVM); a rate measured on a stack already "
             "running has none."]
-    for rate, r in s["rates"].items():
+    recorded = next((r for r in s["rates"].values() if r.get("recording")), None)
+    if recorded is not None:
+        out += ["", f"Recorded: real tracks of `{recorded['recording']}` (30 minutes of OpenSky data near Paris), "
+                "each snapshot sent as many times over as the rate needs, every copy and every stretch of an "
+                "aircraft's recording a distinct aircraft; positions, altitudes, speeds as recorded, times moved "
+                "to now. Simulated: `ingestion.simulator`."]
+    for r in s["rates"].values():
         if r.get("trigger_split"):
             from bench import timings
 
-            out += ["", f"Where a trigger's time goes at {int(rate):,} states/s (`streaming.timings_log`, "
+            out += ["", f"Where a trigger's time goes at {_rate(r)} states/s (`streaming.timings_log`, "
                     "batches of the measured windows):", ""] + timings.render(r["trigger_split"])
     return out
+
+
+def _key_label(key: str) -> str:
+    """A stack's rate key (``1000``, ``1000-recorded``) as ``1,000`` or ``1,000 (recorded)``."""
+    rate, _, tracks = key.partition("-")
+    return f"{int(rate):,}" + (f" ({tracks})" if tracks else "")
+
+
+def _rate(r: dict) -> str:
+    """``1,000`` (simulated tracks) or ``1,000, recorded``."""
+    tracks = r.get("tracks", "simulated")
+    return f"{r['rate']:,}" + ("" if tracks == "simulated" else f", {tracks}")
 
 
 def render_scoring(s: dict) -> list[str]:
@@ -142,7 +160,7 @@ def render_memory(s: dict) -> list[str]:
     names = sorted({n for r in rates for n in s["rates"][r]} - {"total"}) + ["total"]
     order = {"kafka broker": 0, "spark (run all: python + JVM)": 1, "dashboard": 2, "total": 3}
     names.sort(key=lambda n: order.get(n, 2.5))
-    label = {r: " then ".join(f"{int(x):,}" for x in r.split("+")) for r in rates}
+    label = {r: " then ".join(_key_label(x) for x in r.split("+")) for r in rates}
     out.append("| process | " + " | ".join(f"at {label[r]} states/s" for r in rates) + " |")
     out.append("|---|" + "---:|" * len(rates))
     for name in names:

@@ -119,7 +119,8 @@ def test_bench_quick_runs_every_section_and_writes_well_formed_results(base_sett
 
     if sections["freshness"]["status"] == "ok":
         rates = sections["freshness"]["rates"]
-        assert set(rates) == {"100", "1000"}
+        assert set(rates) == {"100", "1000", "100-recorded"}
+        assert rates["100-recorded"]["tracks"] == "recorded" and rates["100"]["tracks"] == "simulated"
         for r in rates.values():
             assert sum(w["states"] for w in r["runs"]) > 0
             assert r["p50_s"]["median"] <= r["p95_s"]["median"] <= r["max_s"]["median"]
@@ -159,6 +160,36 @@ def test_fleet_reports_more_often_above_the_largest_simulated_fleet():
     assert fleet_for(1_000, 10.0) == (10_000, 10.0)
     aircraft, interval = fleet_for(10_000, 10.0)
     assert aircraft == MAX_AIRCRAFT and aircraft / interval == 10_000
+
+
+def test_recorded_fleet_sends_real_tracks_at_the_rate_each_aircraft_without_gaps():
+    """The recording's snapshots, copied up to the rate and looped: every address reports in
+    consecutive snapshots only (the watcher's accounting), never twice in one, never again
+    after a gap or in the next pass; positions as recorded, times those of the snapshot."""
+    import collections
+    import itertools
+
+    from bench.freshness import RECORDING, recorded_fleet
+    from ingestion.replay import read_replay
+
+    recording = list(read_replay(RECORDING))
+    aircraft, snapshots = recorded_fleet(recording, 1_000, 10.0, 1_700_000_000)
+    sent = list(itertools.islice(snapshots, len(recording) + 20))  # over the end of the recording
+    assert 9_000 < aircraft < 11_000
+    per_snapshot = [len(s["states"]) for s in sent]  # real traffic: 25-42 states a recorded snapshot
+    assert abs(sum(per_snapshot) / len(sent) - 10_000) < 500 and 7_000 < min(per_snapshot) <= max(per_snapshot) < 13_000
+    assert [s["time"] for s in sent[:3]] == [1_700_000_000, 1_700_000_010, 1_700_000_020]
+    reports = collections.defaultdict(list)
+    for k, snapshot in enumerate(sent):
+        addresses = [row[0] for row in snapshot["states"]]
+        assert len(addresses) == len(set(addresses))
+        assert all(row[3] == row[4] == snapshot["time"] for row in snapshot["states"])
+        for address in addresses:
+            reports[address].append(k)
+    assert all(ks == list(range(ks[0], ks[-1] + 1)) for ks in reports.values())
+    assert not any(ks[0] < len(recording) <= ks[-1] for ks in reports.values())  # a new pass: new aircraft
+    recorded = {(row[5], row[6]) for row in recording[0]["states"] if row[3] is not None and row[5] is not None}
+    assert {(row[5], row[6]) for row in sent[0]["states"]} == recorded
 
 
 def test_memory_sampler_sums_the_whole_process_tree(tmp_path):
