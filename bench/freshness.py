@@ -6,7 +6,8 @@ the dashboard exists on this checkout, ``python -m lakehouse dashboard``. In thi
 producer thread runs the simulator in real time through the ingestion producer: ``rate x
 simulator.interval_s`` aircraft, one snapshot every ``simulator.interval_s`` seconds (1,000
 states/s = 10,000 aircraft reporting every 10 s, about the whole world's ADS-B traffic; above
-:data:`MAX_AIRCRAFT` the aircraft report more often instead). For each snapshot it logs
+:data:`MAX_AIRCRAFT` the aircraft report more often instead), or, for the ``recorded`` rates,
+real recorded tracks (:func:`recorded_fleet`) at the same pace. For each snapshot it logs
 ``produced_at`` (the value written into every record, taken just before the first send) and
 when the broker acknowledged the last.
 

@@ -121,9 +121,9 @@ def _key_label(key: str) -> str:
 
 
 def _rate(r: dict) -> str:
-    """``1,000`` (simulated tracks) or ``1,000, recorded``."""
+    """``1,000`` (simulated tracks) or ``1,000 (recorded)``."""
     tracks = r.get("tracks", "simulated")
-    return f"{r['rate']:,}" + ("" if tracks == "simulated" else f", {tracks}")
+    return f"{r['rate']:,}" + ("" if tracks == "simulated" else f" ({tracks})")
 
 
 def render_scoring(s: dict) -> list[str]:
