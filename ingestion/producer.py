@@ -137,8 +137,9 @@ class StateProducer:
 
     # -- delivery callbacks run on the producer's I/O thread --------------------------------
     def _ok(self, _metadata) -> None:
-        # Only this thread writes `delivered` (no lock: one per record); flush() reads it.
-        self.delivered += 1
+        # Locked: a future already done when its callback is added runs it on the sending thread.
+        with self._lock:
+            self.delivered += 1
 
     def _fail(self, exc) -> None:
         with self._lock:
