@@ -10,11 +10,11 @@ re-renders the markdown and the README section from an existing result.
 
 Full sizes (about 60-75 min on 2 cores): throughput 1,000,000 states x 3 runs after a
 20,000-state warm-up; freshness at 1,000 and 10,000 states/s of simulated tracks and 1,000 of
-real recorded ones, 3 windows of 120 s each per rate (6 min per rate) after 60 s of warm-up; scoring 200,000 rows x 3; reads on 5,000 commits of
-1,000 aircraft, 5 repeats. ``--quick`` (CI, the harness not the numbers): 2,000 states x 1,
-freshness at 100 then 1,000 states/s, then 100 recorded, in one shared stack, one 15 s window
-each, scoring 5,000
-rows, reads on 120 commits of 50 aircraft.
+real recorded ones, 3 windows of 120 s each per rate (6 min per rate) after 60 s of warm-up;
+scoring 200,000 rows x 3; reads on 5,000 commits of 1,000 aircraft, 5 repeats. ``--quick`` (CI,
+the harness not the numbers): 2,000 states x 1, freshness at 100 then 1,000 states/s, then 100
+recorded, in one shared stack, one 15 s window each, scoring 5,000 rows, reads on 120 commits of
+50 aircraft.
 """
 
 from __future__ import annotations

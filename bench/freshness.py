@@ -69,16 +69,15 @@ class ProducerLog:
             return sorted(self.snapshots)
 
 
-def produce_live(settings, snapshots, stop: threading.Event, plog: ProducerLog) -> None:
+def produce_live(settings, responses: Iterator[dict], source: str, stop: threading.Event, plog: ProducerLog) -> None:
     """Real-time snapshots -> Kafka until ``stop``; every snapshot logged in ``plog``.
 
-    ``snapshots()`` builds the iterator of ``/states/all`` responses (every state's
-    ``time_position`` is its response's ``time``, which is when it is sent)."""
+    ``responses``: ``/states/all`` responses, each sent at its ``time`` (every state's
+    ``time_position``); ``source``: the records' ``source`` (``simulator``, ``replay``)."""
     from ingestion.producer import StateProducer
 
     try:
-        responses = snapshots()
-        producer = StateProducer(settings, "simulator")
+        producer = StateProducer(settings, source)
     except Exception as exc:  # noqa: BLE001 - reported by the section, which then stops
         plog.error = f"{type(exc).__name__}: {exc}"
         return
@@ -105,15 +104,6 @@ def produce_live(settings, snapshots, stop: threading.Event, plog: ProducerLog) 
 def next_slot(interval_s: float) -> int:
     """The first snapshot time of a producer starting now: the next multiple of ``interval_s``."""
     return int(time.time() // interval_s * interval_s + interval_s)
-
-
-def simulated_fleet(settings, aircraft: int, seed: int):
-    """The simulator's snapshots, in real time from the next interval."""
-    from ingestion.simulator import Simulator
-
-    interval = settings.simulator.interval_s
-    return lambda: Simulator(seed=seed, aircraft=aircraft, interval_s=interval, start_time=next_slot(interval),
-                             anomaly_rate=settings.simulator.anomaly_rate).snapshots(None)
 
 
 # Real recorded tracks: 30 minutes of the `traffic` library's quickstart sample (OpenSky data
@@ -366,16 +356,21 @@ class Stack:
 
             interval = self.settings.simulator.interval_s
             aircraft, responses = recorded_fleet(list(read_replay(RECORDING)), rate, interval, next_slot(interval))
-            snapshots = lambda: responses  # noqa: E731
+            source = "replay"
         else:
+            from ingestion.simulator import Simulator
+
             # each rate its own seed: a stack shared by two rates sees (almost) disjoint fleets
             aircraft, interval = fleet_for(rate, self.settings.simulator.interval_s)
-            snapshots = simulated_fleet(self.settings.replace(simulator={"interval_s": interval}), aircraft, rate)
+            responses = Simulator(seed=rate, aircraft=aircraft, interval_s=interval, start_time=next_slot(interval),
+                                  anomaly_rate=self.settings.simulator.anomaly_rate).snapshots(None)
+            source = "simulator"
         halt = threading.Event()
         self.plog.behind_s = 0.0
         log.info("bench: [freshness %s] producing %s states/s (%s tracks): %s aircraft reporting every %g s",
                  self.label, f"{rate:,}", tracks, f"{aircraft:,}", interval)
-        producer = threading.Thread(target=produce_live, args=(self.settings, snapshots, halt, self.plog), daemon=True)
+        producer = threading.Thread(target=produce_live, args=(self.settings, responses, source, halt, self.plog),
+                                    daemon=True)
         producer.start()
         result: dict = {"rate": rate, "tracks": tracks, "aircraft": aircraft, "interval_s": interval,
                         "stack": self.label}
