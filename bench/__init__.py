@@ -1,4 +1,4 @@
-"""The benchmark suite: ``opensky-lakehouse bench [--quick]`` (see ``bench/cli.py``).
+"""The benchmark suite: ``opensky-lakehouse bench [--quick]`` (see ``bench/suite.py``).
 
 Sections: throughput (records/s per layer against a plain Kafka-to-Delta copy measured in the
 same run), freshness (Kafka append to visibility in ``gold.live_flights``), scoring (pandas UDF

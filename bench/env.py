@@ -40,7 +40,7 @@ class BenchEnv:
         self._broker_started = False
 
     def __enter__(self) -> BenchEnv:
-        from lakehouse import kafka_broker
+        from lakehouse.local import kafka_broker
 
         if self.work.exists():
             shutil.rmtree(self.work)
@@ -63,7 +63,7 @@ class BenchEnv:
         return self
 
     def __exit__(self, *exc) -> None:
-        from lakehouse import kafka_broker
+        from lakehouse.local import kafka_broker
 
         if self._broker_started:
             kafka_broker.stop(self.settings)
@@ -73,13 +73,13 @@ class BenchEnv:
 
     @property
     def broker_pid(self) -> int | None:
-        from lakehouse.kafka_broker import running_pid
+        from lakehouse.local.kafka_broker import running_pid
 
         return running_pid(self.settings)
 
     def settings_for(self, name: str, **sections) -> Settings:
         """Settings with a fresh root ``<work>/<name>/lake`` and topic ``bench.<name>`` (created)."""
-        from lakehouse.kafka_broker import ensure_topic
+        from lakehouse.kafka_admin import ensure_topic
 
         name = re.sub(r"[^A-Za-z0-9._-]", "-", name)  # Kafka topic names allow only these
         root = self.work / name / "lake"

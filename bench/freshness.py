@@ -2,7 +2,7 @@
 
 Per rate, one fresh demo-like stack (``--quick``: one stack, the rates in turn):
 ``python -m lakehouse run all`` (a subprocess, the streaming triggers of the settings) and, when
-the dashboard exists on this checkout, ``python -m lakehouse dashboard``. In this process a
+``python -m lakehouse dashboard``. In this process a
 producer thread runs the simulator in real time through the ingestion producer: ``rate x
 simulator.interval_s`` aircraft, one snapshot every ``simulator.interval_s`` seconds (1,000
 states/s = 10,000 aircraft reporting every 10 s, about the whole world's ADS-B traffic; above
@@ -281,7 +281,7 @@ def fleet_for(rate: int, interval_s: float) -> tuple[int, float]:
 class Stack:
     """``run all`` streaming (+ the dashboard) on one fresh lakehouse root, memory sampled."""
 
-    def __init__(self, env, sizes, label: str, sampler, dashboard_ok: bool):
+    def __init__(self, env, sizes, label: str, sampler):
         from lakehouse.catalog import table_path
         from lakehouse.net import free_port
         from lakehouse.status import delta_uri, storage_options
@@ -294,7 +294,6 @@ class Stack:
         self.watcher = LiveFlightsWatcher(delta_uri(table_path(self.settings, "gold.live_flights")),
                                           storage_options(self.settings))
         self.plog = ProducerLog()
-        self.dashboard_ok = dashboard_ok
         self.proc = self.dash = None
         self.stopped: dict = {}
         self.started = time.time()
@@ -302,9 +301,8 @@ class Stack:
     def __enter__(self) -> Stack:
         self.proc = self.env.spawn(self.settings, ["run", "all"], self.log_name)
         self.sampler.track("spark (run all: python + JVM)", self.proc.pid)
-        if self.dashboard_ok:
-            self.dash = self.env.spawn(self.settings, ["dashboard"], f"dashboard-{self.label}.log")
-            self.sampler.track("dashboard", self.dash.pid)
+        self.dash = self.env.spawn(self.settings, ["dashboard"], f"dashboard-{self.label}.log")
+        self.sampler.track("dashboard", self.dash.pid)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -430,9 +428,8 @@ def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dic
 
     Done after the measured windows (a browser on two cores would slow the pipeline being
     measured), while the stack still runs and memory is still sampled. Needs the dashboard's
-    ``dashboard.measure`` helpers and Debian's chromium; otherwise says why it was not done.
+    ``bench.browser`` helpers and Debian's chromium; otherwise says why it was not done.
     """
-    import importlib
     import os
     import urllib.request
 
@@ -440,7 +437,7 @@ def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dic
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
 
-        measure = importlib.import_module("dashboard.measure")
+        from bench import browser as measure
     except ImportError as exc:
         return {"opened": False, "reason": f"{exc.name or exc} not importable"}
     if not os.path.exists(measure.CHROMIUM):
@@ -478,27 +475,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def dashboard_available() -> tuple[bool, str | None]:
-    import importlib
-
-    try:
-        importlib.import_module("dashboard.cli")
-        return True, None
-    except ModuleNotFoundError as exc:
-        return False, f"dashboard.cli is not on this branch yet ({exc.name})"
-
-
-def gold_available() -> tuple[bool, str | None]:
-    import importlib
-
-    for layer in ("silver", "gold"):
-        try:
-            importlib.import_module(f"lakehouse.jobs.{layer}")
-        except ModuleNotFoundError as exc:
-            return False, f"lakehouse.jobs.{layer} is not on this branch yet ({exc.name})"
-    return True, None
-
-
 def spec_key(rate: int, tracks: str) -> str:
     """A measured rate's key in the results: ``1000`` (simulated), ``1000-recorded``."""
     return str(rate) if tracks == "simulated" else f"{rate}-{tracks}"
@@ -508,11 +484,6 @@ def run_section(env, sizes) -> tuple[dict, dict]:
     """Freshness per rate, and the memory peaks of each stack (sampled meanwhile)."""
     from bench.memory import MemorySampler
 
-    ok, why = gold_available()
-    if not ok:
-        pending = {"status": "pending", "reason": why}
-        return pending, dict(pending)
-    dash_ok, dash_why = dashboard_available()
     freshness: dict = {
         "status": "ok", "unit": "seconds", "runs": sizes.runs, "window_s": sizes.freshness_window_s,
         "warmup_s": sizes.freshness_warmup_s, "measured": __doc__.split("\n\n")[2].replace("\n", " "),
@@ -523,15 +494,13 @@ def run_section(env, sizes) -> tuple[dict, dict]:
         "peak memory per process tree, sampled from /proc every 0.5 s while each freshness stack runs "
         "(peak_rss_mb: highest sampled sum of VmRSS over the tree, as ps/top count it; peak_pss_mb: the same "
         "with the proportional set size, pages shared by forked workers counted once)"), "rates": {}}
-    if not dash_ok:
-        memory["pending"] = {"dashboard": dash_why}
     specs = [(r, "simulated") for r in sizes.freshness_rates] + [(r, "recorded") for r in sizes.recorded_rates]
     stacks = [[spec] for spec in specs] if sizes.stack_per_rate else [specs]
     for stack_specs in stacks:
         label = "+".join(spec_key(*spec) for spec in stack_specs)
         with MemorySampler() as sampler:
             sampler.track("kafka broker", env.broker_pid)
-            stack = Stack(env, sizes, label, sampler, dash_ok)
+            stack = Stack(env, sizes, label, sampler)
             try:
                 with stack:
                     for rate, tracks in stack_specs:

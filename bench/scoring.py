@@ -1,6 +1,6 @@
 """Scoring: the pandas UDF of ``ml.scoring.add_ml_scores`` against the same model called directly.
 
-Pending until ``ml.scoring`` is on this checkout. Input: the first ``scoring_rows`` states (by
+Input: the first ``scoring_rows`` states (by
 event time) of the last throughput run's ``silver.flights``, with each aircraft's previous
 state added by ``ml.features.add_previous_state`` (the model's input contract). The model: the
 suite's one model (:func:`ensure_model`: ``opensky-lakehouse train``, a subprocess as a user
@@ -23,7 +23,6 @@ same run.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import subprocess
 import sys
@@ -37,24 +36,13 @@ from bench.figures import figure, rate, ratio
 log = logging.getLogger("bench")
 
 
-def ml_available() -> tuple[bool, str | None]:
-    try:
-        module = importlib.import_module("ml.scoring")
-    except ModuleNotFoundError as exc:
-        return False, f"ml.scoring is not on this branch yet ({exc.name})"
-    if not hasattr(module, "add_ml_scores"):
-        return False, "ml.scoring has no add_ml_scores"
-    return True, None
-
-
 def input_frame(settings, rows: int):
     """The first ``rows`` silver states by event time, with their previous states (pandas)."""
     from deltalake import DeltaTable
 
     from lakehouse.catalog import table_path
     from lakehouse.status import delta_uri, storage_options
-
-    features = importlib.import_module("ml.features")
+    from ml import features
     dt = DeltaTable(delta_uri(table_path(settings, "silver.flights")), storage_options=storage_options(settings))
     frame = dt.to_pandas(columns=list(features.STATE_COLUMNS))
     frame = frame.sort_values("event_time", kind="mergesort").head(rows)
@@ -76,9 +64,7 @@ def ensure_model(env, settings) -> str | None:
 
     None while ``ml`` is not on this checkout (gold then runs on its rules only).
     """
-    if not ml_available()[0]:
-        return None
-    artefact = importlib.import_module("ml.artefact")
+    from ml import artefact
     directory = artefact.model_dir(settings)
     version = artefact.latest_version(directory)
     if version is None:
@@ -97,8 +83,7 @@ def identity_udf(df, settings):
     import numpy as np
     from pyspark.sql.functions import pandas_udf
 
-    features = importlib.import_module("ml.features")
-    scoring = importlib.import_module("ml.scoring")
+    from ml import features, scoring
 
     @pandas_udf("double")  # its annotations resolve in this module's globals: Iterator, pd
     def zeros(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
@@ -110,13 +95,9 @@ def identity_udf(df, settings):
 
 
 def run_section(env, sizes, spark, settings) -> dict:
-    ok, why = ml_available()
-    if not ok:
-        return {"status": "pending", "reason": why}
     if spark is None or settings is None:
         return {"status": "pending", "reason": "needs the throughput section's silver.flights"}
-    scoring = importlib.import_module("ml.scoring")
-    artefact = importlib.import_module("ml.artefact")
+    from ml import artefact, scoring
 
     ensure_model(env, settings)
     model = artefact.load_artefact(artefact.model_dir(settings))

@@ -22,15 +22,14 @@ as a ratio to the reference of the same run.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 
 from bench.figures import figure, rate, ratio
 from bench.scoring import ensure_model
+from lakehouse.jobs.layers import LAYERS, job_module
 
 log = logging.getLogger("bench")
-LAYERS = ("bronze", "silver", "gold")
 STEPS = ("produce", "reference", *LAYERS, "end_to_end", "pipeline")
 
 
@@ -80,7 +79,7 @@ def _progress_seconds(queries) -> tuple[int, float, int, dict]:
 
 
 def _run_once(start, spark, settings) -> tuple[list, float]:
-    from lakehouse.jobs.common import await_queries
+    from lakehouse.jobs.streams import await_queries
 
     t0 = time.perf_counter()
     queries = start(spark, settings, once=True)
@@ -106,7 +105,7 @@ def reference_start(spark, settings, once: bool = True) -> list:
 
 
 def spark_step(name: str, spark, settings) -> dict:
-    start = reference_start if name == "reference" else importlib.import_module(f"lakehouse.jobs.{name}").start
+    start = reference_start if name == "reference" else job_module(name).start
     t0 = time.time()
     queries, wall = _run_once(start, spark, settings)
     t1 = time.time()
@@ -167,25 +166,12 @@ def gold_model_versions(settings) -> list[str]:
     return sorted({v for v in column.to_pylist() if v})
 
 
-def available_layers() -> tuple[list[str], dict[str, str]]:
-    """Layers whose job module exists on this checkout; the others are pending."""
-    ready, pending = [], {}
-    for layer in LAYERS:
-        try:
-            importlib.import_module(f"lakehouse.jobs.{layer}")
-            ready.append(layer)
-        except ModuleNotFoundError as exc:
-            pending[layer] = f"lakehouse.jobs.{layer} is not on this branch yet ({exc.name})"
-    return ready, pending
-
-
 def one_run(env, spark, sizes, run: int, label: str, name: str) -> dict:
     settings = env.settings_for(f"throughput-{name}")
     result: dict = {}
     log.info("bench: [throughput %s] producing %s simulated states", label, f"{sizes.records:,}")
     result["produce"] = produce(settings, sizes.records, sizes.aircraft, seed=run)
-    layers, _ = available_layers()
-    for step in ("reference", *layers):
+    for step in ("reference", *LAYERS):
         if step == "gold":
             result["model_version"] = ensure_model(env, settings)
         result[step] = spark_step(step, spark, settings)
@@ -193,7 +179,7 @@ def one_run(env, spark, sizes, run: int, label: str, name: str) -> dict:
         log.info("bench: [throughput %s] %-9s %s rows in %.1f s (%s records/s; --once wall %.1f s, no-op %.1f s)",
                  label, step, f"{r['rows']:,}", r["processing_s"], f"{rate(r['rows'], r['processing_s']) or 0:,.0f}",
                  r["wall_s"], r["noop_s"])
-    for step in ("produce", "reference", *layers):
+    for step in ("produce", "reference", *LAYERS):
         result[step]["records_per_s"] = rate(result[step]["rows"], result[step]["processing_s"])
     if "gold" in result:
         result["gold"]["scored_with_model"] = gold_model_versions(settings)
@@ -225,7 +211,6 @@ def run_section(env, sizes, spark_factory) -> dict:
     last_settings = runs[-1].pop("settings")
     for r in runs:
         r.pop("settings", None)
-    _, pending = available_layers()
     ref = [r["reference"]["records_per_s"] for r in runs]
     metrics = {}
     for step in STEPS:
@@ -242,7 +227,7 @@ def run_section(env, sizes, spark_factory) -> dict:
             metrics[step]["wall_s"] = figure(r[step]["wall_s"] for r in runs)
             metrics[step]["noop_s"] = figure(r[step]["noop_s"] for r in runs)
     section = {
-        "status": "ok" if not pending else "partial",
+        "status": "ok",
         "records": sizes.records,
         "runs": sizes.runs,
         "unit": "records/s",
@@ -258,6 +243,4 @@ def run_section(env, sizes, spark_factory) -> dict:
         "gold_scored_with_model": runs[-1].get("gold", {}).get("scored_with_model"),
         "detail": runs,
     }
-    if pending:
-        section["pending"] = pending
     return section, last_settings

@@ -1,7 +1,7 @@
 """Where a micro-batch's time goes: the split of each trigger, from ``streaming.timings_log``.
 
 The layer jobs append one JSON line per micro-batch that read data (see
-``lakehouse.jobs.common.append_timings``): ``kind: trigger`` carries Spark's own phases of the
+``lakehouse.jobs.progress.append_timings``): ``kind: trigger`` carries Spark's own phases of the
 trigger (``durationMs``: ``latestOffset`` and ``getBatch`` read offsets, ``queryPlanning``,
 ``walCommit`` writes the offset log, ``addBatch`` runs the ``foreachBatch`` handler,
 ``commitOffsets`` writes the commit log, ``triggerExecution`` the whole trigger);

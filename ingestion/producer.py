@@ -92,7 +92,7 @@ class StateProducer:
         from kafka import KafkaProducer
         from kafka.errors import KafkaConfigurationError, KafkaError
 
-        from lakehouse.kafka_broker import ensure_topic
+        from lakehouse.kafka_admin import ensure_topic
 
         cfg = settings.producer
         max_block_ms = int(cfg.max_block_s * 1000)

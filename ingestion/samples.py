@@ -1,4 +1,4 @@
-"""Real recorded traffic: ``opensky-lakehouse samples fetch NAME [--out FILE]``.
+"""Real recorded traffic as replay files (``opensky-lakehouse samples``, ``lakehouse.app.commands.samples``).
 
 The ``traffic`` library (xoolive/traffic, MIT) ships OpenSky Network recordings as samples in
 its wheel. This command fetches the ``traffic==2.13`` wheel with ``pip download --no-deps``
@@ -39,15 +39,6 @@ FT_TO_M = 0.3048
 KT_TO_MS = 1852.0 / 3600.0
 FPM_TO_MS = FT_TO_M / 60.0
 
-
-def configure(parser) -> None:
-    sub = parser.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
-    fetch = sub.add_parser("fetch", help="write a replay file from a traffic sample collection")
-    fetch.add_argument("name", help="sample name, e.g. quickstart, switzerland, savan")
-    fetch.add_argument("--out", metavar="FILE", help="replay file to write (default data/samples/NAME.jsonl.gz)")
-    fetch.add_argument("--skip-minutes", type=float, default=0.0, help="start this many minutes into the sample")
-    fetch.add_argument("--minutes", type=float, default=0.0, help="keep only this many minutes (0 = all)")
-    sub.add_parser("list", help="list the sample names in the traffic wheel")
 
 
 # pip's own words (urllib3 errors, OS errors) when the package index cannot be reached at all.
@@ -215,25 +206,3 @@ def write_replay(responses: list[dict], out: Path) -> int:
     return sum(len(r["states"] or ()) for r in responses)
 
 
-def run(args, settings) -> int:
-    try:
-        wheel = fetch_wheel(settings.spark.cache_dir)
-    except DownloadError as exc:
-        print(f"samples: {exc}", file=sys.stderr)
-        return 1
-    if args.samples_command == "list":
-        for name in sorted(sample_names(wheel)):
-            print(name)
-        return 0
-    try:
-        frame = read_sample(wheel, args.name)
-    except (KeyError, ValueError) as exc:
-        print(f"samples: {exc.args[0]}", file=sys.stderr)
-        return 1
-    out = Path(args.out or f"data/samples/{args.name}.jsonl.gz")
-    responses = to_responses(frame, skip_minutes=args.skip_minutes, minutes=args.minutes)
-    states = write_replay(responses, out)
-    aircraft = len({row[0] for r in responses for row in (r["states"] or ())})
-    log.info("samples: wrote %s: %d snapshots every %d s, %d states, %d aircraft (traffic==%s, %s)",
-             out, len(responses), SNAPSHOT_EVERY_S, states, aircraft, TRAFFIC_VERSION, args.name)
-    return 0

@@ -2,6 +2,6 @@
 
 import sys
 
-from lakehouse.cli import main
+from lakehouse.app.cli import main
 
 sys.exit(main())

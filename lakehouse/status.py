@@ -160,7 +160,7 @@ def committed_offsets(settings: Settings, job: str = "bronze", query: str = "ope
 def bronze_lag(settings: Settings) -> dict:
     from kafka.errors import KafkaError
 
-    from lakehouse.kafka_broker import end_offsets
+    from lakehouse.kafka_admin import end_offsets
 
     try:
         ends = end_offsets(settings, settings.kafka.topic)

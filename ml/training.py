@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from datetime import datetime, timezone
 from importlib.metadata import version as pkg_version
 
@@ -27,6 +28,7 @@ from ml.features import (
 )
 
 log = logging.getLogger(__name__)
+train_log = logging.getLogger("ml.train")
 
 SILVER = "silver.flights"
 
@@ -117,3 +119,30 @@ def metadata_for(payload: dict, stats: dict, settings: Settings, delta_version: 
         "trained_on": {"table": source, "delta_version": delta_version, **stats},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def train(settings, delta_version: int | None = None, replay: list[str] | None = None) -> tuple[str, dict]:
+    """``opensky-lakehouse train``: read silver (or the recorded tracks ``replay``), fit, publish a new
+    versioned artefact. Returns (version, metadata)."""
+    from ml.artefact import model_dir, read_metadata, save_artefact
+    from ml.labelled import replay_states
+
+    started = time.monotonic()
+    if replay:
+        try:
+            states, version_read, source = replay_states(settings, replay)[list(STATE_COLUMNS)], None, "replay"
+        except FileNotFoundError as exc:
+            raise TrainingError(f"--replay: {exc}") from None
+        train_log.info("read %d states from %s", len(states), ", ".join(replay))
+    else:
+        states, version_read = read_silver(settings, delta_version)
+        source = SILVER
+        train_log.info("read %s version %d: %d states", SILVER, version_read, len(states))
+    payload, stats = fit_model(states, settings)
+    if replay:
+        stats["files"] = [str(p) for p in replay]
+    directory = model_dir(settings)
+    version = save_artefact(directory, payload, metadata_for(payload, stats, settings, version_read, source))
+    train_log.info("published model %s in %s (%d rows, %.1f s)", version, directory, stats["rows"],
+             time.monotonic() - started)
+    return version, read_metadata(directory, version)

@@ -59,7 +59,7 @@ def spark(base_settings):
 @pytest.fixture
 def lake(kafka_settings, tmp_path):
     """Per-test settings: a fresh lakehouse root and a fresh topic on the session broker."""
-    from lakehouse.kafka_broker import ensure_topic
+    from lakehouse.kafka_admin import ensure_topic
 
     settings = kafka_settings.replace(
         storage={"root": str(tmp_path / "lake")},

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lakehouse.cluster import S3Server, StandaloneCluster  # noqa: E402
+from lakehouse.local.cluster import S3Server, StandaloneCluster  # noqa: E402
 from lakehouse.net import free_port  # noqa: E402
 from lakehouse.settings import load_settings  # noqa: E402
 

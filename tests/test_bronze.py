@@ -14,7 +14,8 @@ import pytest
 
 from lakehouse.catalog import checkpoint_path, table_path
 from lakehouse.jobs import bronze
-from lakehouse.jobs.common import CRASH_ENV, await_queries
+from lakehouse.jobs.crash import CRASH_ENV
+from lakehouse.jobs.streams import await_queries
 from tests.helpers import REPO, cli_env, delta_rows, delta_version, produce, run_cli
 
 pytestmark = pytest.mark.integration

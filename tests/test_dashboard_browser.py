@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from dashboard.measure import CHROMIUM, kpi, launch, load_page, served, slider_key, wait_for_version
+from bench.browser import CHROMIUM, kpi, launch, load_page, served, slider_key, wait_for_version
 from lakehouse.net import free_port
 from lakehouse.settings import load_settings
 from tests import gold_fixture as gold

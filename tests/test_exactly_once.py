@@ -5,7 +5,7 @@ the same input.
 The input is real recorded traffic (tests/fixtures/quickstart_excerpt.jsonl.gz: 9 minutes of 6
 aircraft, with the repeated positions silver drops and two fast descents gold flags) plus a few
 rejected records, in micro-batches small enough that every layer runs two. Crashes come from
-the test-only hook ``OPENSKY_LAKEHOUSE_TEST_CRASH`` (lakehouse/jobs/common.py) at the points
+the test-only hook ``OPENSKY_LAKEHOUSE_TEST_CRASH`` (lakehouse/jobs/crash.py) at the points
 each job lists in ``CRASH_POINTS``, in two kinds:
 
 - the process killed: ``python -m lakehouse run <layer> --once`` dies with exit code 137 (the
@@ -39,7 +39,8 @@ from ingestion.replay import read_replay
 from ingestion.states import response_to_records
 from lakehouse.catalog import PIPELINE_CHECKPOINT, TABLES, checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, pipeline, silver
-from lakehouse.jobs.common import CRASH_ENV, CRASH_EXIT_CODE, await_queries
+from lakehouse.jobs.crash import CRASH_ENV, CRASH_EXIT_CODE
+from lakehouse.jobs.streams import await_queries
 from tests.helpers import REPO, cli_env, produce
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,7 @@ def _records() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def source(kafka_settings):
     """Settings with small micro-batches and a topic holding the records (produced once)."""
-    from lakehouse.kafka_broker import ensure_topic
+    from lakehouse.kafka_admin import ensure_topic
 
     settings = kafka_settings.replace(
         kafka={"topic": f"test.eo.{uuid.uuid4().hex[:8]}", "max_offsets_per_trigger": 160},

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from lakehouse.catalog import table_path
 from lakehouse.jobs import bronze, gold, silver
-from lakehouse.jobs.common import await_queries
+from lakehouse.jobs.streams import await_queries
 from tests import gold_reference as ref
 from tests.flight_records import T0, as_records, state, track
 from tests.helpers import REPO, cli_env, delta_version, produce

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.fake_opensky import FakeOpenSky
 from ingestion.opensky import OpenSkyClient, TokenManager
 from ingestion.poller import Poller
 from ingestion.producer import StateProducer
 from ingestion.replay import read_replay
 from ingestion.simulator import MODEL_KINDS, RULE_KINDS
+from lakehouse.local.fake_opensky import FakeOpenSky
 from tests.helpers import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.integration

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.cli import shift_response
-from ingestion.fake_opensky import FakeOpenSky
+from ingestion.feeds import shift_response
 from ingestion.icao import country_of
 from ingestion.opensky import OpenSkyClient, TokenManager, credit_cost, plan_interval
 from ingestion.poller import Poller
 from ingestion.replay import ReplayStats, ReplayWriter, count_states, read_replay
 from ingestion.simulator import ANOMALY_KINDS, Simulator, _bearing, _distance, write_labels
 from ingestion.states import RECORD_FIELDS, STATE_FIELDS, MalformedResponse, response_to_records
+from lakehouse.local.fake_opensky import FakeOpenSky
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
 ROW = ["3c6444", "DLH9LF  ", "Germany", 1700000000, 1700000001, 8.5, 50.03, 1234.5, False, 150.2, 270.0, -5.2,
@@ -269,7 +269,7 @@ def test_429_resume_time_is_logged_in_the_local_time_zone(base_settings, caplog)
 
 
 def test_a_looped_replay_catches_up_with_the_clock_and_never_passes_it():
-    from ingestion.cli import catch_up_offset
+    from ingestion.feeds import catch_up_offset
 
     first, last, now = 1_633_615_210, 1_633_617_000, 1_800_000_000.0
     for speedup in (None, 10.0, 2.0, 1.0, 0.5):
@@ -284,7 +284,7 @@ def test_a_looped_replay_catches_up_with_the_clock_and_never_passes_it():
 
 
 def test_a_fast_simulation_starts_in_the_past_and_a_paced_item_waits_for_the_clock():
-    from ingestion.cli import Stop, _paced, simulation_start
+    from ingestion.feeds import Stop, _paced, simulation_start
 
     now = 1_800_000_000.0
     assert simulation_start(None, 10, 10.0, now) == 1_800_000_000  # unbounded: now, then the clock paces

@@ -26,7 +26,7 @@ def test_start_again_is_a_no_op_and_creates_a_missing_topic(lake):
 
 
 def test_broker_listens_on_loopback_only(kafka_settings):
-    from lakehouse.kafka_broker import broker_paths
+    from lakehouse.local.kafka_broker import broker_paths
 
     config = broker_paths(kafka_settings).config.read_text()
     listeners = [line for line in config.splitlines() if line.startswith(("listeners=", "advertised.listeners="))]
@@ -49,7 +49,7 @@ def test_cluster_id_never_starts_with_a_dash(monkeypatch):
     start in 64 fail. Bytes starting 0xF8 encode to a leading ``-``: a new id is drawn instead."""
     import uuid
 
-    from lakehouse import kafka_broker
+    from lakehouse.local import kafka_broker
 
     draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
     monkeypatch.setattr(kafka_broker.uuid, "uuid4", lambda: next(draws))

@@ -12,9 +12,9 @@ import pytest
 from deltalake import DeltaTable
 
 from ingestion.replay import read_replay
+from lakehouse.app.commands import maintain
 from lakehouse.catalog import TABLES, table_path
-from lakehouse.commands import maintain
-from lakehouse.commands.run import LAYERS, run_layers
+from lakehouse.jobs.layers import LAYERS, run_layers
 from lakehouse.tables import EVERY_BATCH_TABLES
 from tests.helpers import delta_rows, produce, replay_records
 
@@ -109,7 +109,7 @@ def test_tables_from_before_binary_bytes_stop_the_jobs_until_maintain_rewrites_t
     its start with what to do, and `maintain` rewrites it with binary columns, rows kept."""
     from datetime import datetime, timezone
 
-    from lakehouse.commands.run import run_layers
+    from lakehouse.jobs.layers import run_layers
     from lakehouse.tables import ensure_table
 
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)

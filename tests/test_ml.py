@@ -291,7 +291,7 @@ def test_evaluation_meets_the_detection_targets_on_a_smaller_labelled_run(ml_set
     """The model finds the kinds no rule can see, keeps quiet on real tracks, and with the rules
     catches nearly every injected state (issue 15's targets, default settings, a run of 72,000
     simulated states instead of 240,000)."""
-    from ml.cli_evaluate import evaluate
+    from ml.assessment import evaluate
 
     out = tmp_path / "eval"
     report = evaluate(ml_settings, str(out), aircraft=600, snapshots=120, seed=5, anomaly_rate=0.1, spark=spark)

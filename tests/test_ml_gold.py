@@ -14,8 +14,9 @@ from ingestion.replay import read_replay
 from ingestion.states import response_to_records
 from lakehouse.catalog import checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, silver
-from lakehouse.jobs.common import CRASH_ENV, await_queries
-from ml.cli_train import train
+from lakehouse.jobs.crash import CRASH_ENV
+from lakehouse.jobs.streams import await_queries
+from ml.training import train
 from tests.helpers import produce
 
 pytestmark = pytest.mark.integration

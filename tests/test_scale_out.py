@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.cluster import S3Server, StandaloneCluster, spark_home
+from lakehouse.local.cluster import S3Server, StandaloneCluster, spark_home
 from lakehouse.settings import load_settings
 from lakehouse.spark import (
     code_archive,
@@ -214,8 +214,8 @@ def _local_rate(queries) -> tuple[int, float]:
 
 
 def _run_local(spark, settings, layer: str) -> tuple[int, float]:
-    from lakehouse.commands.run import job_module
-    from lakehouse.jobs.common import await_queries
+    from lakehouse.jobs.layers import job_module
+    from lakehouse.jobs.streams import await_queries
 
     queries = job_module(layer).start(spark, settings, once=True)
     await_queries(queries)
@@ -339,7 +339,7 @@ def test_layers_on_cluster_and_s3_equal_the_local_run(spark, lake, cluster, s3, 
     import pandas as pd
 
     from dashboard import data
-    from ml.cli_train import train
+    from ml.training import train
 
     records = _with_rejects(_replay_records())
     n = len(records)

@@ -14,7 +14,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.catalog import table_path
 from lakehouse.jobs import bronze, silver
-from lakehouse.jobs.common import await_queries
+from lakehouse.jobs.streams import await_queries
 from lakehouse.status import accounting
 from lakehouse.transforms.silver import (
     REASONS,

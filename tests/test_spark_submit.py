@@ -13,8 +13,8 @@ import sys
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from lakehouse.app.commands.spark_conf import properties_text
 from lakehouse.catalog import table_path
-from lakehouse.commands.spark_conf import properties_text
 from tests.helpers import REPO, cli_env, run_cli
 
 SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
@@ -115,7 +115,7 @@ def test_spark_conf_refuses_a_value_with_spaces_and_writes_a_properties_file(bas
 def test_spark_conf_warns_when_the_shell_would_expand_a_word(base_settings, tmp_path, monkeypatch, capsys):
     import argparse
 
-    from lakehouse.commands import spark_conf
+    from lakehouse.app.commands import spark_conf
 
     (tmp_path / "local2").touch()  # what an unquoted local[2] matches
     monkeypatch.chdir(tmp_path)

@@ -14,14 +14,16 @@ import sys
 from functools import partial
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path
-from lakehouse.jobs.common import JobSteps, crash_point, trigger
+from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, query_id
+from lakehouse.jobs.progress import JobSteps
+from lakehouse.jobs.streams import start_stream
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
 
 TABLE = "bronze.opensky_states"
-# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+# Where the test-only crash hook (lakehouse.jobs.crash.CRASH_ENV) can stop a batch.
 CRASH_POINTS = ("before_write", "after_write")
 
 
@@ -68,20 +70,12 @@ def write_bronze_batch(batch_df, batch_id: int, *, path: str, checkpoint: str, t
 def start(spark, settings: Settings, once: bool = False) -> list:
     path = ensure_table(spark, settings, TABLE)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["bronze"])
-    query = (
-        read_kafka(spark, settings)
-        .transform(kafka_to_bronze)
-        .writeStream.foreachBatch(partial(write_bronze_batch, path=path, checkpoint=checkpoint,
-                                                timings_log=settings.streaming.timings_log))
-        .queryName("bronze")
-        .option("checkpointLocation", checkpoint)
-        .trigger(**trigger(settings.streaming.bronze_trigger, once))
-        .start()
-    )
-    return [query]
+    handler = partial(write_bronze_batch, path=path, checkpoint=checkpoint, timings_log=settings.streaming.timings_log)
+    return [start_stream(read_kafka(spark, settings).transform(kafka_to_bronze), handler, name="bronze",
+                         checkpoint=checkpoint, every=settings.streaming.bronze_trigger, once=once)]
 
 
 if __name__ == "__main__":
-    from lakehouse.jobs.common import submit_main
+    from lakehouse.jobs.runner import submit_main
 
-    sys.exit(submit_main("bronze"))
+    sys.exit(submit_main("bronze", start))

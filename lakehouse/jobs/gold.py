@@ -30,8 +30,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
-from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
+from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
+from lakehouse.jobs.progress import JobSteps
+from lakehouse.jobs.streams import interval, start_stream
 from lakehouse.jvm import hadoop_path, jvm_class
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
@@ -41,7 +43,7 @@ SOURCE = "silver.flights"
 OUTPUTS = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")
 STATE = "gold._state"
 log = logging.getLogger("lakehouse.jobs")
-# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+# Where the test-only crash hook (lakehouse.jobs.crash.CRASH_ENV) can stop a batch.
 CRASH_POINTS = ("before_write", "after_live_flights", "after_anomalies", "after_window_stats",
                 "after_country_counts", "after_state")
 
@@ -297,18 +299,11 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, *OUTPUTS, STATE):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["gold"])
-    query = (
-        read_silver(spark, settings)
-        .writeStream.foreachBatch(partial(write_gold_batch, settings=settings, checkpoint=checkpoint))
-        .queryName("gold")
-        .option("checkpointLocation", checkpoint)
-        .trigger(**trigger(settings.streaming.gold_trigger, once))
-        .start()
-    )
-    return [query]
+    return [start_stream(read_silver(spark, settings), partial(write_gold_batch, settings=settings, checkpoint=checkpoint),
+                         name="gold", checkpoint=checkpoint, every=settings.streaming.gold_trigger, once=once)]
 
 
 if __name__ == "__main__":
-    from lakehouse.jobs.common import submit_main
+    from lakehouse.jobs.runner import submit_main
 
-    sys.exit(submit_main("gold"))
+    sys.exit(submit_main("gold", start))

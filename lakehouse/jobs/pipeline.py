@@ -30,8 +30,10 @@ from functools import partial
 
 from lakehouse.catalog import PIPELINE_CHECKPOINT, checkpoint_path, table_path
 from lakehouse.jobs import bronze, gold, silver
-from lakehouse.jobs.common import JobSteps, crash_point, trigger
+from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
+from lakehouse.jobs.progress import JobSteps
+from lakehouse.jobs.streams import start_stream
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
@@ -90,19 +92,12 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (bronze.TABLE, silver.FLIGHTS, silver.QUARANTINE, silver.STATS, *gold.OUTPUTS, gold.STATE):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *PIPELINE_CHECKPOINT)
-    query = (
-        bronze.read_kafka(spark, settings)
-        .transform(kafka_to_bronze)
-        .writeStream.foreachBatch(partial(write_pipeline_batch, settings=settings, checkpoint=checkpoint))
-        .queryName("pipeline")
-        .option("checkpointLocation", checkpoint)
-        .trigger(**trigger(settings.streaming.pipeline_trigger, once))
-        .start()
-    )
-    return [query]
+    return [start_stream(bronze.read_kafka(spark, settings).transform(kafka_to_bronze),
+                         partial(write_pipeline_batch, settings=settings, checkpoint=checkpoint),
+                         name="pipeline", checkpoint=checkpoint, every=settings.streaming.pipeline_trigger, once=once)]
 
 
 if __name__ == "__main__":
-    from lakehouse.jobs.common import submit_main
+    from lakehouse.jobs.runner import submit_main
 
-    sys.exit(submit_main("pipeline"))
+    sys.exit(submit_main("pipeline", start))

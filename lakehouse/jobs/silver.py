@@ -34,8 +34,10 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
-from lakehouse.jobs.common import JobSteps, crash_point, interval, trigger
+from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
+from lakehouse.jobs.progress import JobSteps
+from lakehouse.jobs.streams import interval, start_stream
 from lakehouse.settings import Settings
 from lakehouse.tables import ensure_table
 from lakehouse.transforms.silver import (
@@ -51,7 +53,7 @@ FLIGHTS = "silver.flights"
 QUARANTINE = "silver.quarantine"
 STATS = "silver._dedup_stats"
 log = logging.getLogger("lakehouse.jobs")
-# Where the test-only crash hook (lakehouse.jobs.common.CRASH_ENV) can stop a batch.
+# Where the test-only crash hook (lakehouse.jobs.crash.CRASH_ENV) can stop a batch.
 CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flights")
 
 
@@ -210,18 +212,11 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["silver"])
-    query = (
-        read_bronze(spark, settings)
-        .writeStream.foreachBatch(partial(write_silver_batch, settings=settings, checkpoint=checkpoint))
-        .queryName("silver")
-        .option("checkpointLocation", checkpoint)
-        .trigger(**trigger(settings.streaming.silver_trigger, once))
-        .start()
-    )
-    return [query]
+    return [start_stream(read_bronze(spark, settings), partial(write_silver_batch, settings=settings, checkpoint=checkpoint),
+                         name="silver", checkpoint=checkpoint, every=settings.streaming.silver_trigger, once=once)]
 
 
 if __name__ == "__main__":
-    from lakehouse.jobs.common import submit_main
+    from lakehouse.jobs.runner import submit_main
 
-    sys.exit(submit_main("silver"))
+    sys.exit(submit_main("silver", start))

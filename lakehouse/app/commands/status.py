@@ -14,8 +14,8 @@ def configure(parser) -> None:
 
 
 def run(args, settings) -> int:
-    from lakehouse.commands.kafka import format_status
-    from lakehouse.kafka_broker import status as broker_status
+    from lakehouse.app.commands.kafka import format_status
+    from lakehouse.local.kafka_broker import status as broker_status
     from lakehouse.status import lakehouse_status
 
     broker = broker_status(settings)

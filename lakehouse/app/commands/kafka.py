@@ -17,7 +17,7 @@ def configure(parser) -> None:
 
 
 def run(args, settings) -> int:
-    from lakehouse import kafka_broker
+    from lakehouse.local import kafka_broker
 
     try:
         if args.action == "start":

@@ -17,7 +17,7 @@ def configure(parser) -> None:
 
 
 def run(args, settings) -> int:
-    from lakehouse.kafka_broker import BrokerError, ensure_jars
+    from lakehouse.local.kafka_broker import BrokerError, ensure_jars
 
     started = time.monotonic()
     try:

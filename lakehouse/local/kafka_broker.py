@@ -24,13 +24,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lakehouse.kafka_admin import end_offsets, ensure_topic
 from lakehouse.net import free_port
 from lakehouse.settings import Settings, resolve_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lakehouse.kafka_broker")
 
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
-LOCK_DIR = Path(__file__).resolve().parent / "jars"
+LOCK_DIR = Path(__file__).resolve().parent.parent / "jars"
 DOWNLOAD_TIMEOUT_S = 60
 DOWNLOAD_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30
@@ -366,47 +367,6 @@ def _wait_serving(settings: Settings, paths: BrokerPaths, proc: subprocess.Popen
         f"(kafka.start_timeout_s); last lines of {paths.broker_log}:\n" + _tail(paths.broker_log)
     )
 
-
-def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` if it does not exist (one replica: single broker), its
-    record timestamps the broker's append time (``message.timestamp.type=LogAppendTime``)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=15000)
-    try:
-        if topic in admin.list_topics():
-            return
-        try:
-            admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1,
-                                          topic_configs={"message.timestamp.type": "LogAppendTime"})])
-            log.info("kafka: created topic %s with %d partitions", topic, partitions)
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        admin.close()
-    # Metadata propagates asynchronously; wait until every partition has a leader.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if len(end_offsets(settings, topic)) == partitions:
-            return
-        time.sleep(0.2)
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """Partition -> end offset (the next offset to be written) of ``topic``."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, request_timeout_ms=15000, enable_auto_commit=False
-    )
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()} if tps else {}
-    finally:
-        consumer.close()
 
 
 def _terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> bool:

@@ -1,6 +1,6 @@
 """A fake OpenSky API for tests and demos: real HTTP on 127.0.0.1, answers from replay files.
 
-    python -m ingestion.fake_opensky --replay tests/fixtures/quickstart_excerpt.jsonl.gz [--port 0]
+    python -m lakehouse.local.fake_opensky --replay tests/fixtures/quickstart_excerpt.jsonl.gz [--port 0]
         [--client-id ID --client-secret SECRET] [--fault rate_limit --fault truncated ...]
 
 Endpoints:
@@ -242,7 +242,7 @@ def _handler(fake: FakeOpenSky):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingestion.fake_opensky", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lakehouse.local.fake_opensky", description=__doc__.split("\n\n")[0])
     parser.add_argument("--replay", nargs="+", required=True, metavar="FILE", help="replay file(s) to serve")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = a free one)")
     parser.add_argument("--client-id", help="accepted client id (no id = token endpoint refuses all)")

@@ -1,6 +1,6 @@
 """Measure the scoring UDF against calling the same model directly on the same rows.
 
-    python -m ml.measure_udf [--rows N] [--batch-sizes 1000,10000,50000] [--profile test]
+    python -m bench.udf_batches [--rows N] [--batch-sizes 1000,10000,50000] [--profile test]
 
 Builds N simulated states (with previous state), trains a model into a temporary directory,
 caches the rows in Spark, then times ``add_ml_scores`` + a ``noop`` write per Arrow batch size
@@ -16,7 +16,7 @@ import time
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ml.measure_udf")
+    parser = argparse.ArgumentParser(prog="python -m bench.udf_batches")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,10000,50000")
     parser.add_argument("--profile", default=None)

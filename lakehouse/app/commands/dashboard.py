@@ -8,38 +8,16 @@ with Ctrl-C or SIGTERM, which reach the Streamlit server.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-APP = Path(__file__).resolve().parent / "app.py"
-PROJECT = APP.parent.parent
+from dashboard.server import command, environment
 
 
 def configure(parser) -> None:
     parser.add_argument("--port", type=int, help="listen on this port (default: dashboard.port)")
     parser.add_argument("--address", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
-
-
-def command(settings, port: int | None = None, address: str = "127.0.0.1") -> list[str]:
-    """The ``streamlit run`` command line serving the app."""
-    return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.address", address,
-        "--server.port", str(port or settings.dashboard.port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-    ]
-
-
-def environment(settings) -> dict[str, str]:
-    """This process's environment, the settings as variables, and this checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
-    env.update(settings.to_env())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def run(args, settings) -> int:

@@ -10,7 +10,7 @@ from installed packages (the Spark daemons from pyspark's jars, the S3-compatibl
                                     storage={"root": s3.root("lake"), "s3_endpoint": s3.endpoint})
         env = {**settings.to_env(), **s3.credentials}
 
-Run ``python -m lakehouse.cluster`` to start both and print the environment that points the
+Run ``python -m lakehouse.local.cluster`` to start both and print the environment that points the
 lakehouse at them (Ctrl-C stops them).
 """
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    parser = argparse.ArgumentParser(prog="python -m lakehouse.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lakehouse.local.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cores", type=int, default=1)
     parser.add_argument("--memory", default="1g")
     parser.add_argument("--work-dir", default=None, help="logs and worker dirs (default: a temp dir)")

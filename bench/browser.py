@@ -1,6 +1,6 @@
 """Serve the dashboard and drive it with a real headless Chromium: load time, slider response.
 
-    python -m dashboard.measure [--port N] [--moves 10] [--screenshot docs/dashboard.png]
+    python -m bench.browser [--port N] [--moves 10] [--screenshot docs/dashboard.png]
 
 Settings come from conf/ and the environment, as for ``opensky-lakehouse dashboard``. Needs
 Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` package (never its own browser
@@ -21,7 +21,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from dashboard.cli import PROJECT, environment
+from dashboard.server import PROJECT, environment
 
 CHROMIUM = "/usr/bin/chromium"
 SHOWN = "Shown: gold.live_flights version"
@@ -136,7 +136,7 @@ def measure(url: str, moves: int, screenshot: str | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from lakehouse.settings import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m dashboard.measure", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="default: dashboard.port")
     parser.add_argument("--moves", type=int, default=10, help="slider steps back from live")
     parser.add_argument("--screenshot", help="save a full-page screenshot here")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 
 log = logging.getLogger("ml.train")
 
@@ -28,38 +27,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="override ml.contamination for this model")
 
 
-def train(settings, delta_version: int | None = None, replay: list[str] | None = None) -> tuple[str, dict]:
-    """Read silver (or the recorded tracks ``replay``), fit, publish. Returns (version, metadata)."""
-    from ml.artefact import model_dir, read_metadata, save_artefact
-    from ml.features import STATE_COLUMNS
-    from ml.labelled import replay_states
-    from ml.training import SILVER, TrainingError, fit_model, metadata_for, read_silver
-
-    started = time.monotonic()
-    if replay:
-        try:
-            states, version_read, source = replay_states(settings, replay)[list(STATE_COLUMNS)], None, "replay"
-        except FileNotFoundError as exc:
-            raise TrainingError(f"--replay: {exc}") from None
-        log.info("read %d states from %s", len(states), ", ".join(replay))
-    else:
-        states, version_read = read_silver(settings, delta_version)
-        source = SILVER
-        log.info("read %s version %d: %d states", SILVER, version_read, len(states))
-    payload, stats = fit_model(states, settings)
-    if replay:
-        stats["files"] = [str(p) for p in replay]
-    directory = model_dir(settings)
-    version = save_artefact(directory, payload, metadata_for(payload, stats, settings, version_read, source))
-    log.info("published model %s in %s (%d rows, %.1f s)", version, directory, stats["rows"],
-             time.monotonic() - started)
-    return version, read_metadata(directory, version)
-
 
 def run(args, settings) -> int:
     from lakehouse.settings import ConfigError
     from ml.artefact import ArtefactError
-    from ml.training import TrainingError
+    from ml.training import TrainingError, train
 
     if args.contamination is not None:
         if not 0 < args.contamination <= 0.5:

@@ -1,4 +1,5 @@
-"""Measure detection quality on labelled data and write JSON, markdown and a PNG histogram.
+"""Measure detection quality on labelled data and write JSON, markdown and a PNG histogram
+(``opensky-lakehouse evaluate``, ``lakehouse.app.commands.evaluate``).
 
     opensky-lakehouse evaluate [--aircraft N] [--snapshots N] [--seed S] [--anomaly-rate R]
                                [--replay FILE ...] [--model vNNNN] [--no-rules] [--out DIR]
@@ -14,7 +15,6 @@ threshold sweep; and a score histogram.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,24 +26,6 @@ log = logging.getLogger("ml.evaluate")
 
 DEFAULT_REPLAY = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "quickstart_excerpt.jsonl.gz"
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--aircraft", type=int, default=2000, help="simulated aircraft per run")
-    parser.add_argument("--train-aircraft", type=int, default=100,
-                        help="simulated aircraft of the training run (small, so that the real tracks are "
-                             "not a rarity in training: production trains on the traffic it scores)")
-    parser.add_argument("--snapshots", type=int, default=120, help="snapshots per simulated run")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the training run (test: seed+1)")
-    parser.add_argument("--anomaly-rate", type=float, default=0.05,
-                        help="fraction of aircraft with an injected anomaly per period, test run")
-    parser.add_argument("--train-anomaly-rate", type=float, default=None,
-                        help="same for the training run (default simulator.anomaly_rate)")
-    parser.add_argument("--replay", nargs="*", default=None, metavar="FILE",
-                        help="real recorded tracks, assumed clean (default: the quickstart fixture)")
-    parser.add_argument("--model", default=None, metavar="VERSION",
-                        help="evaluate a published artefact instead of training one")
-    parser.add_argument("--no-rules", action="store_true", help="skip the rules (no Spark)")
-    parser.add_argument("--out", default=None, help="output directory (default <storage.root>/_reports/evaluation)")
 
 
 def evaluate(settings, out_dir: str, *, aircraft: int = 2000, train_aircraft: int = 100, snapshots: int = 120, seed: int | None = None,
@@ -157,19 +139,3 @@ def evaluate(settings, out_dir: str, *, aircraft: int = 2000, train_aircraft: in
     return report
 
 
-def run(args, settings) -> int:
-    from lakehouse.settings import join_path
-    from ml.artefact import ArtefactError
-    from ml.training import TrainingError
-
-    out = args.out or join_path(settings.storage.root, "_reports", "evaluation")
-    try:
-        evaluate(settings, out, aircraft=args.aircraft, train_aircraft=args.train_aircraft, snapshots=args.snapshots, seed=args.seed,
-                 anomaly_rate=args.anomaly_rate, train_anomaly_rate=args.train_anomaly_rate,
-                 replay=args.replay, model_version=args.model, rules=not args.no_rules)
-    except (ArtefactError, TrainingError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 1
-    print(open(os.path.join(out, "evaluation.md")).read())
-    log.info("wrote %s/evaluation.{json,md} and histogram.png", out)
-    return 0

@@ -13,11 +13,11 @@ feeds: each keeps its own progress, so mixing them would read records twice.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
-LAYERS = ("bronze", "silver", "gold")
+from lakehouse.jobs.layers import LAYERS, run_layers
+
 log = logging.getLogger("lakehouse.jobs")
 
 
@@ -41,45 +41,3 @@ def run(args, settings) -> int:
               "  Use `opensky-lakehouse run all`, or give the layer jobs a new storage.root.", file=sys.stderr)
         return 2
     return run_layers(settings, [args.layer], once=args.once)
-
-
-def job_module(layer: str):
-    return importlib.import_module(f"lakehouse.jobs.{layer}")
-
-
-def run_layers(settings, layers: list[str], once: bool) -> int:
-    from py4j.protocol import Py4JError
-    from pyspark.errors import PySparkException
-
-    from lakehouse.jobs.common import (
-        await_queries,
-        flush_progress,
-        install_progress_logger,
-        remove_progress_logger,
-    )
-    from lakehouse.spark import build_spark
-
-    spark = build_spark(settings, app_name=f"opensky-lakehouse {'+'.join(layers)}")
-    install_progress_logger(spark, settings.streaming.timings_log)
-    try:
-        if once:
-            for layer in layers:
-                queries = job_module(layer).start(spark, settings, once=True)
-                try:
-                    await_queries(queries)
-                finally:
-                    flush_progress(spark, queries)
-                log.info("%s: processed everything available", layer)
-        else:
-            queries = [q for layer in layers for q in job_module(layer).start(spark, settings, once=False)]
-            log.info("streaming %s; Ctrl-C stops between micro-batches", ", ".join(q.name for q in queries))
-            await_queries(queries)
-    except (PySparkException, Py4JError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"run {'+'.join(layers)}: failed: {first}\n  Check that the broker serves "
-              f"(`opensky-lakehouse kafka status`) and see the log above; restarting resumes "
-              "from the checkpoint.", file=sys.stderr)
-        return 1
-    finally:
-        remove_progress_logger(spark)
-    return 0

@@ -1,0 +1,1 @@
+"""The application shell: the ``opensky-lakehouse`` command line, one module per command."""

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``opensky-lakehouse`` CLI (see ``lakehouse.cli.COMMANDS``)."""
