@@ -27,6 +27,24 @@ CHROMIUM = "/usr/bin/chromium"
 SHOWN = "Shown: gold.live_flights version"
 
 
+def wait_serving(url: str, timeout_s: float, server: subprocess.Popen | None = None) -> None:
+    """Wait until the Streamlit server at ``url`` answers its health check; TimeoutError after
+    ``timeout_s``, RuntimeError (with its output) if ``server`` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"dashboard exited {server.returncode}:\n{server.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"dashboard not serving on {url} after {timeout_s:.0f} s")
+        time.sleep(0.25)
+
+
 @contextmanager
 def served(settings, port: int, timeout_s: float = 90.0):
     """Run ``opensky-lakehouse dashboard`` on 127.0.0.1:port until the block ends; yield the URL."""
@@ -36,19 +54,7 @@ def served(settings, port: int, timeout_s: float = 90.0):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"dashboard exited {server.returncode}:\n{server.stdout.read()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dashboard not serving on {url} after {timeout_s:.0f} s")
-            time.sleep(0.25)
+        wait_serving(url, timeout_s, server)
         yield url
     finally:
         server.terminate()

@@ -89,10 +89,7 @@ class BenchEnv:
 
     def cli_env(self, settings: Settings) -> dict[str, str]:
         """Environment handing ``settings`` to a ``python -m lakehouse`` subprocess."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
-        env.update(settings.to_env())
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        return env
+        return settings.child_env(REPO)
 
     def spawn(self, settings: Settings, args: list[str], log_name: str) -> subprocess.Popen:
         """Start ``python -m lakehouse ARGS`` in its own process group, output to ``<work>/<log_name>``."""

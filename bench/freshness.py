@@ -128,18 +128,22 @@ def recorded_fleet(responses: list[dict], rate: int, interval_s: float, start: i
     ``last_contact`` become the snapshot's time, as the simulator's do. States without a position
     (which silver quarantines, never visible on the map) are left out.
     """
+    from lakehouse.records import FIELD_INDEX
+
+    icao24, time_position, last_contact = FIELD_INDEX["icao24"], FIELD_INDEX["time_position"], FIELD_INDEX["last_contact"]
+    lat, lon = FIELD_INDEX["latitude"], FIELD_INDEX["longitude"]
     frames: list[list[tuple[int, list]]] = []
     stretch: dict[str, tuple[int, int]] = {}  # icao24 -> (last frame seen in, its stretch id)
     stretches = 0
     for k, response in enumerate(responses):
         rows = []
         for row in response.get("states") or ():
-            if row[3] is None or row[5] is None or row[6] is None:
+            if row[time_position] is None or row[lat] is None or row[lon] is None:
                 continue
-            seen = stretch.get(row[0])
+            seen = stretch.get(row[icao24])
             if seen is None or seen[0] != k - 1:
                 seen, stretches = (k, stretches), stretches + 1
-            stretch[row[0]] = (k, seen[1])
+            stretch[row[icao24]] = (k, seen[1])
             rows.append((seen[1], row))
         frames.append(rows)
     per_frame = sum(map(len, frames)) / max(1, len(frames))
@@ -155,7 +159,10 @@ def recorded_fleet(responses: list[dict], rate: int, interval_s: float, start: i
             states = []
             for copy in range(copies):
                 first = RECORDED_BASE + (lap * copies + copy) * stretches
-                states += [[f"{(first + j) % (1 << 24):06x}", row[1], row[2], t, t, *row[5:]] for j, row in frames[i]]
+                for j, row in frames[i]:
+                    state = list(row)
+                    state[icao24], state[time_position], state[last_contact] = f"{(first + j) % (1 << 24):06x}", t, t
+                    states.append(state)
             yield {"time": t, "states": states}
             k += 1
 
@@ -283,8 +290,8 @@ class Stack:
 
     def __init__(self, env, sizes, label: str, sampler):
         from lakehouse.catalog import table_path
+        from lakehouse.delta_rs import delta_uri, storage_options
         from lakehouse.net import free_port
-        from lakehouse.status import delta_uri, storage_options
 
         self.env, self.sizes, self.label, self.sampler = env, sizes, label, sampler
         self.timings_log = str(env.work / f"timings-{label}.jsonl")
@@ -431,7 +438,6 @@ def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dic
     ``bench.browser`` helpers and Debian's chromium; otherwise says why it was not done.
     """
     import os
-    import urllib.request
 
     try:
         from playwright.sync_api import Error as PlaywrightError
@@ -443,17 +449,10 @@ def open_dashboard(port: int, refresh_s: float, timeout_s: float = 120.0) -> dic
     if not os.path.exists(measure.CHROMIUM):
         return {"opened": False, "reason": f"{measure.CHROMIUM} absent"}
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            return {"opened": False, "reason": f"not serving on {url} after {timeout_s:.0f} s"}
-        time.sleep(0.5)
+    try:
+        measure.wait_serving(url, timeout_s)
+    except TimeoutError as exc:
+        return {"opened": False, "reason": str(exc)}
     try:
         with sync_playwright() as pw:
             browser = measure.launch(pw)

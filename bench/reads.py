@@ -3,7 +3,7 @@
 The table is built with delta-rs, not with the gold job (5,000 gold micro-batches would take
 hours on two cores): ``commits`` overwrites, each one simulated snapshot of ``rows`` aircraft
 with exactly the catalog's ``gold.live_flights`` schema and the table properties every lakehouse
-table gets (``lakehouse.tables.table_properties``: a Delta checkpoint every 100 commits, as the
+table gets (``lakehouse.table_setup.table_properties``: a Delta checkpoint every 100 commits, as the
 Spark jobs write it). One overwrite per commit is what the gold job does per micro-batch, so the
 log, checkpoints and dead data files look like a long-running gold table's.
 
@@ -46,7 +46,7 @@ def live_snapshot(response: dict, schema, now: datetime):
     """One ``gold.live_flights`` snapshot from a simulator response (no anomaly columns set)."""
     import pyarrow as pa
 
-    from ingestion.states import STATE_FIELDS
+    from lakehouse.records import STATE_FIELDS
 
     rows = response["states"]
     col = {name: [r[i] for r in rows] for i, name in enumerate(STATE_FIELDS)}
@@ -74,7 +74,7 @@ def build_table(settings, path: str, commits: int, rows: int) -> float:
     from ingestion.simulator import Simulator
     from lakehouse.catalog import _split_ddl as split_ddl
     from lakehouse.catalog import table
-    from lakehouse.tables import table_properties
+    from lakehouse.table_setup import table_properties
 
     schema = arrow_schema(split_ddl(table("gold.live_flights").schema))
     sim = Simulator(seed=3, aircraft=rows, interval_s=settings.simulator.interval_s,
@@ -128,7 +128,7 @@ def time_reads(path: str, back: int, repeats: int, back_version: int | None = No
     return out
 
 
-def maintain(env, settings, path: str) -> dict:
+def maintain(env, settings) -> dict:
     """``opensky-lakehouse maintain --table gold.live_flights`` (a subprocess, as a user runs it).
 
     With the configured retention (days), as users run it: the bench table is minutes old, so
@@ -165,7 +165,7 @@ def run_section(env, sizes) -> dict:
     before = time_reads(path, sizes.reads_back, sizes.repeats)
     log.info("bench: [reads] before maintain: latest %.3f s, %d back %.3f s (%s)", before["latest"]["seconds"]["median"],
              sizes.reads_back, before[f"{sizes.reads_back}_back"]["seconds"]["median"], before_layout)
-    done = maintain(env, settings, path)
+    done = maintain(env, settings)
     after_layout = layout(path)
     after = time_reads(path, sizes.reads_back, sizes.repeats, back_version=before["back_version"])
     log.info("bench: [reads] after maintain (%.1f s): latest %.3f s, %d back %.3f s (%s)", done["seconds"],
@@ -175,7 +175,7 @@ def run_section(env, sizes) -> dict:
         "status": "ok", "unit": "seconds", "commits": sizes.reads_commits, "rows_per_commit": sizes.reads_rows,
         "back": sizes.reads_back, "repeats": sizes.repeats, "build_s": build_s,
         "built_with": "delta-rs write_deltalake(mode=overwrite) of simulated live_flights snapshots, catalog schema "
-                      "and table properties (lakehouse.tables.table_properties)",
+                      "and table properties (lakehouse.table_setup.table_properties)",
         "measured": "DeltaTable(path[, version]) + to_pyarrow_table(), no cache, each repeated; median/min/max",
         "maintain": done,
         "before": {**before, "layout": before_layout},

@@ -41,7 +41,7 @@ def input_frame(settings, rows: int):
     from deltalake import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
+    from lakehouse.delta_rs import delta_uri, storage_options
     from ml import features
     dt = DeltaTable(delta_uri(table_path(settings, "silver.flights")), storage_options=storage_options(settings))
     frame = dt.to_pandas(columns=list(features.STATE_COLUMNS))

@@ -3,7 +3,7 @@
 ``python -m bench.stats_columns [WORKDIR]``: appends the same 20,000 rows (one file, the schema
 of ``silver.flights`` and of ``gold._state``) to three tables each: Delta's default statistics
 (min/max/null count of the first 32 columns), statistics of the table's keys only (what
-``lakehouse.tables.table_properties`` sets: ``delta.dataSkippingStatsColumns``), and none
+``lakehouse.table_setup.table_properties`` sets: ``delta.dataSkippingStatsColumns``), and none
 (``delta.dataSkippingNumIndexedCols = 0``), with the session's codegen setting (``spark.codegen``)
 and with codegen on. Median of 6 appends after 2 warm-ups, in seconds, printed. ``local[2]``.
 """
@@ -29,7 +29,7 @@ def main(work: str) -> None:
     from lakehouse.catalog import table
     from lakehouse.settings import load_settings
     from lakehouse.spark import build_spark
-    from lakehouse.tables import table_properties
+    from lakehouse.table_setup import table_properties
 
     settings = load_settings().replace(storage={"root": os.path.join(work, "lake")}, spark={"master": "local[2]"})
     spark = build_spark(settings, register=False)

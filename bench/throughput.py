@@ -159,7 +159,7 @@ def gold_model_versions(settings) -> list[str]:
     from deltalake import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
+    from lakehouse.delta_rs import delta_uri, storage_options
 
     dt = DeltaTable(delta_uri(table_path(settings, "gold.live_flights")), storage_options=storage_options(settings))
     column = dt.to_pyarrow_table(columns=["model_version"]).column("model_version")

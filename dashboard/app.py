@@ -207,7 +207,7 @@ def the_map(settings: Settings, reader, moment, live: pd.DataFrame) -> None:
                unsafe_allow_html=True)
 
 
-def anomaly_feed(settings: Settings, feed: pd.DataFrame, live: pd.DataFrame) -> None:
+def anomaly_feed(feed: pd.DataFrame, live: pd.DataFrame) -> None:
     st.subheader("Anomaly feed")
     table = charts.feed_table(feed)
     st.session_state.feed_icao24 = table.icao24.tolist()
@@ -268,7 +268,7 @@ def live_page(settings: Settings) -> None:
     with map_col:
         the_map(settings, reader, moment, live)
     with feed_col:
-        anomaly_feed(settings, data.feed(data.apply_filters(flagged, **chosen), settings.dashboard.feed_rows), live)
+        anomaly_feed(data.feed(data.apply_filters(flagged, **chosen), settings.dashboard.feed_rows), live)
 
     trends, top, scores = st.columns(3)
     with trends:

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse.catalog import table, table_path
+from lakehouse.delta_rs import delta_uri, storage_options
 from lakehouse.settings import Settings
-from lakehouse.status import delta_uri, storage_options
 
 LIVE = "gold.live_flights"
 ANOMALIES = "gold.anomalies"
@@ -181,7 +181,7 @@ class DeltaSource:
             dataset = dt.to_pyarrow_dataset(file_pruning_predicate=pruning)
             # Single-threaded scan: pyarrow's scanner threads abort the process at interpreter
             # exit now and then (delta-io/delta-rs#2184); these reads are small anyway.
-            # a column added after this version was written (lakehouse.tables.ADDED_COLUMNS) reads null
+            # a column added after this version was written (lakehouse.table_setup.ADDED_COLUMNS) reads null
             present = [c for c in columns if c in dataset.schema.names]
             arrow = dataset.to_table(columns=present, filter=filter_expr, use_threads=False)
         except (FileNotFoundError, OSError) as exc:  # data files vacuumed away

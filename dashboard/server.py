@@ -5,7 +5,6 @@ as OPENSKY_LAKEHOUSE_* variables.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -27,9 +26,6 @@ def command(settings, port: int | None = None, address: str = "127.0.0.1") -> li
 
 def environment(settings) -> dict[str, str]:
     """This process's environment, the settings as variables, and this checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
-    env.update(settings.to_env())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
-    return env
+    return settings.child_env(PROJECT)
 
 

@@ -15,6 +15,8 @@ import signal
 import threading
 import time
 
+from lakehouse.records import FIELD_INDEX
+
 log = logging.getLogger("ingestion")
 REPLAY_GAP_S = 10  # between the last snapshot of a pass and the first of the next (--loop)
 
@@ -54,17 +56,25 @@ class Stop:
         return self.event.is_set()
 
 
+_TIMES = (FIELD_INDEX["time_position"], FIELD_INDEX["last_contact"])
+_ICAO24 = FIELD_INDEX["icao24"]
+
+
+def _shifted(row: list, offset: int) -> list:
+    row = list(row)
+    for i in _TIMES:
+        if row[i] is not None:
+            row[i] += offset
+    return row
+
+
 def shift_response(response: dict, offset: int) -> dict:
     """A copy of ``response`` with ``time``, ``time_position`` and ``last_contact`` moved by ``offset`` s."""
     if not offset:
         return response
     states = response.get("states")
     if states is not None:
-        states = [
-            [*row[:3], None if row[3] is None else row[3] + offset, None if row[4] is None else row[4] + offset,
-             *row[5:]]
-            for row in states
-        ]
+        states = [_shifted(row, offset) for row in states]
     return {**response, "time": response["time"] + offset, "states": states}
 
 
@@ -168,7 +178,7 @@ def _replay_span(paths) -> tuple[int, int] | None:
     return None if first is None else (first, last)
 
 
-def run_replay(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
+def run_replay(args, emitter: Emitter, stop: Stop, speedup) -> int:
     from ingestion.replay import ReplayStats, read_replay
 
     if not args.path:
@@ -234,7 +244,7 @@ def run_simulate(args, settings, emitter: Emitter, stop: Stop, speedup) -> int:
         for response, snapshot_labels in pairs:
             emitter.emit(response)
             if labels is not None:
-                kept = {row[0] for row in response["states"] or ()}
+                kept = {row[_ICAO24] for row in response["states"] or ()}
                 labels.write([label for label in snapshot_labels if label.icao24 in kept])
             emitter.progress("simulate")
             if emitter.full or _over(args, emitter):

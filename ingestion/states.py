@@ -1,8 +1,7 @@
 """The OpenSky state vector: positional array -> named Kafka record.
 
-``STATE_FIELDS`` is the one place where the positional ``/api/states/all`` array is given names
-(same order as OpenSky's official client: index 7 ``baro_altitude``, 13 ``geo_altitude``,
-17 ``category``). Everybody who needs the mapping imports it from here.
+The field names and their order (``STATE_FIELDS``, ``RECORD_FIELDS``) are defined once, in
+``lakehouse.records``.
 
 ``response_to_records(response, source, produced_at_ms)`` turns one ``/states/all`` response
 into the Kafka records of ARCHITECTURE.md: the OpenSky field names with values passed through
@@ -14,33 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 1
-
-# Position in the state array -> field name. Rows of 17 fields (no `category`, sent when the
-# request has no `extended=1`) are normal and give category = None.
-STATE_FIELDS: tuple[str, ...] = (
-    "icao24",  # 0  str, 24-bit transponder address, hex
-    "callsign",  # 1  str or None, 8 chars padded with spaces (kept as sent)
-    "origin_country",  # 2  str, from the ICAO address allocation
-    "time_position",  # 3  int epoch s of the last position, or None
-    "last_contact",  # 4  int epoch s of the last message of any kind
-    "longitude",  # 5  float degrees (WGS-84) or None
-    "latitude",  # 6  float degrees (WGS-84) or None
-    "baro_altitude",  # 7  float metres or None
-    "on_ground",  # 8  bool
-    "velocity",  # 9  float m/s over ground or None
-    "true_track",  # 10 float degrees clockwise from north or None
-    "vertical_rate",  # 11 float m/s, positive = climbing, or None
-    "sensors",  # 12 list of receiver ids or None
-    "geo_altitude",  # 13 float metres or None
-    "squawk",  # 14 str or None
-    "spi",  # 15 bool, special purpose indicator
-    "position_source",  # 16 int: 0 ADS-B, 1 ASTERIX, 2 MLAT, 3 FLARM
-    "category",  # 17 int aircraft category (extended=1 only)
-)
-MIN_STATE_FIELDS = 17
-SOURCES = ("opensky", "replay", "simulator")
-RECORD_FIELDS: tuple[str, ...] = (*STATE_FIELDS, "schema_version", "snapshot_time", "source", "produced_at")
+from lakehouse.records import MIN_STATE_FIELDS, SCHEMA_VERSION, SOURCES, STATE_FIELDS
 
 
 class MalformedResponse(ValueError):

@@ -41,6 +41,10 @@ class Table:
     def columns(self) -> list[str]:
         return [col.strip().split(" ", 1)[0] for col in _split_ddl(self.schema)]
 
+    def ddl(self, without: tuple[str, ...] = ()) -> str:
+        """The schema as a DDL column list, leaving out the columns ``without``."""
+        return ", ".join(c for c in _split_ddl(self.schema) if c.split(" ", 1)[0] not in without)
+
 
 def _split_ddl(ddl: str) -> list[str]:
     """Split a DDL column list on top-level commas (not those inside ``array<...>``)."""
@@ -72,7 +76,7 @@ _SCORED_COLUMNS = """, rules array<string>, rule_anomaly boolean, anomaly_score 
     ml_anomaly boolean, is_anomaly boolean, model_version string"""
 
 # Why the model flagged a state, in words (null when it did not). Added after the tables' first
-# release, so last in each: lakehouse.tables.ADDED_COLUMNS adds it to older tables in place.
+# release, so last in each: lakehouse.table_setup.ADDED_COLUMNS adds it to older tables in place.
 _EXPLAINED = ", ml_reason string"
 
 # An open window's states of one aircraft (and origin country), summed: what the window tables

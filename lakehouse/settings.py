@@ -256,6 +256,16 @@ class Settings:
                 env[f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}"] = text
         return env
 
+    def child_env(self, project: str | os.PathLike | None = None) -> dict[str, str]:
+        """The environment of a child process that is to see exactly these settings: this process's
+        environment without any ``OPENSKY_LAKEHOUSE_*`` variable, plus :meth:`to_env`; with
+        ``project``, that checkout first on ``PYTHONPATH``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        env.update(self.to_env())
+        if project:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), env.get("PYTHONPATH", "")) if p)
+        return env
+
 
 _SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[f.type]

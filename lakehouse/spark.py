@@ -380,7 +380,7 @@ def build_spark(
         if os.path.basename(archive) not in spark.sparkContext._python_includes:
             spark.sparkContext.addPyFile(archive)
     if register:
-        from lakehouse.tables import register_tables
+        from lakehouse.table_setup import register_tables
 
         register_tables(spark, settings)
     return spark

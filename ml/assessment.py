@@ -1,16 +1,9 @@
-"""Measure detection quality on labelled data and write JSON, markdown and a PNG histogram
-(``opensky-lakehouse evaluate``, ``lakehouse.app.commands.evaluate``).
+"""Detection quality on labelled data: what ``opensky-lakehouse evaluate`` runs
+(``lakehouse.app.commands.evaluate`` says which data and what the report holds).
 
-    opensky-lakehouse evaluate [--aircraft N] [--snapshots N] [--seed S] [--anomaly-rate R]
-                               [--replay FILE ...] [--model vNNNN] [--no-rules] [--out DIR]
-
-Data: two simulator runs (``ingestion.simulator``; different seeds) and real recorded tracks
-(replay files, default the traffic-sample fixture), split in time. Unless ``--model`` names a
-published artefact, a model is trained exactly as ``train`` does (same settings, same code) on
-the first run plus the first half of the real tracks, and tested on the second run (labelled
-injected anomalies, including the kinds no rule can see) and the second half of the real tracks (assumed clean). Reports ML alone,
-the gold rules alone and both, per anomaly kind; the false-alarm rate on the real tracks; a
-threshold sweep; and a score histogram.
+:func:`evaluate` trains (or loads) a model, scores the labelled test runs and the real tracks
+with the model and the rules, and writes ``evaluation.json``, ``evaluation.md`` and
+``histogram.png`` into its output directory.
 """
 
 from __future__ import annotations

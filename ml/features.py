@@ -29,6 +29,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from lakehouse.records import PREV_COLUMNS
+
 EARTH_RADIUS_M = 6_371_000.0
 # Kinematics from a previous state further back than this are not used (has_prev = 0).
 PREV_MAX_GAP_S = 300.0
@@ -41,10 +43,6 @@ EAS_SCALE_HEIGHT_M = 17_000.0
 STATE_COLUMNS: tuple[str, ...] = (
     "icao24", "event_time", "latitude", "longitude", "baro_altitude", "on_ground", "velocity",
     "true_track", "vertical_rate", "geo_altitude",
-)
-PREV_COLUMNS: tuple[str, ...] = (
-    "prev_event_time", "prev_latitude", "prev_longitude", "prev_baro_altitude", "prev_velocity",
-    "prev_true_track", "prev_on_ground",
 )
 INPUT_COLUMNS: tuple[str, ...] = STATE_COLUMNS + PREV_COLUMNS
 

@@ -33,7 +33,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.settings import Settings
+from lakehouse.settings import MlSettings, Settings
 from lakehouse.transforms.gold import no_model
 from ml.artefact import ArtefactError, latest_version, model_dir, model_from_bytes, read_verified_bytes
 from ml.features import INPUT_COLUMNS
@@ -102,21 +102,32 @@ class ModelSource:
             if self.current is not None and self.current.version == wanted:
                 return self.current
             try:
-                blob, meta = read_verified_bytes(self.directory, wanted)
+                return self._deploy(spark, wanted)
             except ArtefactError as exc:
                 if pinned or self.current is None:
                     raise
                 log.error("%s; keeping model %s", exc, self.current.version)
                 return self.current
-            previous = self.current
-            self.current = Deployed(wanted, meta["sha256"], float(meta["score_threshold"]),
-                                    spark.sparkContext.broadcast((blob, meta)))
-            self._said_rules_only = False
-            log.info("scoring with model %s (%s)%s", wanted, self.directory,
-                     f", replacing {previous.version}" if previous else "")
-            if previous is not None:
-                previous.broadcast.unpersist(blocking=False)
-            return self.current
+
+    def version(self, spark, version: str) -> Deployed:
+        """Exactly ``version`` (what a replayed micro-batch first scored with): the deployed one, or
+        that artefact read and verified now (raises ``ArtefactError``)."""
+        with self._lock:
+            if self.current is not None and self.current.version == version:
+                return self.current
+            return self._deploy(spark, version)
+
+    def _deploy(self, spark, version: str) -> Deployed:
+        blob, meta = read_verified_bytes(self.directory, version)
+        previous = self.current
+        self.current = Deployed(version, meta["sha256"], float(meta["score_threshold"]),
+                                spark.sparkContext.broadcast((blob, meta)))
+        self._said_rules_only = False
+        log.info("scoring with model %s (%s)%s", version, self.directory,
+                 f", replacing {previous.version}" if previous else "")
+        if previous is not None:
+            previous.broadcast.unpersist(blocking=False)
+        return self.current
 
 
 _SOURCES: dict[str, ModelSource] = {}
@@ -163,17 +174,27 @@ def make_scorer(deployed: Deployed, threshold: float):
 
 
 def add_ml_scores(df: DataFrame, settings: Settings) -> DataFrame:
-    """Add ``anomaly_score``, ``ml_anomaly``, ``model_version`` (see the module docstring)."""
-    missing = [c for c in INPUT_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"add_ml_scores: input lacks {', '.join(missing)} (see ml.features.PREV_COLUMNS)")
-    present = [c for c in OUTPUT_COLUMNS if c in df.columns]
-    if present:
-        df = df.drop(*present)
-    spark = df.sparkSession
-    deployed = model_source(settings).resolve(spark, settings)
-    if deployed is None:
-        return no_model(df)  # the same four columns, null / false
-    spark.conf.set(ARROW_BATCH_CONF, str(settings.ml.arrow_batch_size))
-    columns = deployed.score_columns(settings.ml.score_threshold or deployed.threshold)
-    return df.withColumn("_ml", columns["_ml"]).withColumns(columns["outputs"]).drop("_ml")
+    """Add ``anomaly_score``, ``ml_anomaly``, ``model_version`` (see the module docstring), with the
+    model :meth:`ModelSource.resolve` picks now."""
+    return df.transform(scored_by(model_source(settings).resolve(df.sparkSession, settings), settings.ml))
+
+
+def scored_by(deployed: Deployed | None, cfg: MlSettings):
+    """The scoring step of one resolved model (``None``: rules only, the same four columns null /
+    false): ``df -> df`` with ``anomaly_score``, ``ml_anomaly``, ``model_version``, ``ml_reason``,
+    against ``cfg.score_threshold`` or else the model's own threshold."""
+
+    def step(df: DataFrame) -> DataFrame:
+        missing = [c for c in INPUT_COLUMNS if c not in df.columns]
+        if missing:
+            raise ValueError(f"add_ml_scores: input lacks {', '.join(missing)} (see lakehouse.records.PREV_COLUMNS)")
+        present = [c for c in OUTPUT_COLUMNS if c in df.columns]
+        if present:
+            df = df.drop(*present)
+        if deployed is None:
+            return no_model(df)
+        df.sparkSession.conf.set(ARROW_BATCH_CONF, str(cfg.arrow_batch_size))
+        columns = deployed.score_columns(cfg.score_threshold or deployed.threshold)
+        return df.withColumn("_ml", columns["_ml"]).withColumns(columns["outputs"]).drop("_ml")
+
+    return step

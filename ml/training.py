@@ -15,8 +15,8 @@ from importlib.metadata import version as pkg_version
 import pandas as pd
 
 from lakehouse.catalog import table_path
+from lakehouse.delta_rs import delta_uri, storage_options
 from lakehouse.settings import Settings
-from lakehouse.status import delta_uri, storage_options
 from ml.features import (
     CHECKS,
     FEATURES,

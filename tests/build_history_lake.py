@@ -5,7 +5,7 @@
 Like the gold job: every batch overwrites gold.live_flights (one version per batch, 10 s of
 event time apart), appends its flagged states (about 2 %) to gold.anomalies and, every 12
 batches, a closed 2-minute window to gold.window_stats and gold.country_counts. Tables carry
-the checkpoint interval ``ensure_table`` gives them (``lakehouse.tables.table_properties``). Synthetic traffic:
+the checkpoint interval ``ensure_table`` gives them (``lakehouse.table_setup.table_properties``). Synthetic traffic:
 aircraft on straight tracks over Europe, seeded, schemas exactly the catalog's.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.tables import checkpoint_interval
+from lakehouse.table_setup import checkpoint_interval
 from tests.gold_fixture import T0, arrow_schema, to_arrow
 
 COUNTRIES = ["Germany", "France", "United Kingdom", "Spain", "Italy", "Ireland", "Netherlands",

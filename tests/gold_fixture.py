@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lakehouse.catalog import _split_ddl, table, table_path
-from lakehouse.status import delta_uri, storage_options
+from lakehouse.delta_rs import delta_uri, storage_options
 
 _PRIMITIVES = {
     "string": pa.string(),

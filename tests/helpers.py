@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli_env(settings, **extra: str) -> dict[str, str]:
     """The environment that hands ``settings`` to a CLI subprocess (no .env, no profile)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
-    env.update(settings.to_env())
-    env.update(extra)
-    env["PYTHONPATH"] = str(REPO)
-    return env
+    return {**settings.child_env(REPO), **extra}
 
 
 def run_cli(settings, *args: str, timeout: float = 300, check: bool = True, **env: str):
@@ -61,14 +56,14 @@ def produce(settings, records, topic: str | None = None) -> int:
 
 def delta_rows(settings, name: str) -> int:
     """Row count of a table read with delta-rs (0 when it does not exist yet)."""
-    from lakehouse.status import table_info
+    from lakehouse.delta_rs import table_info
 
     info = table_info(settings, name)
     return info["rows"] if info["exists"] else 0
 
 
 def delta_version(settings, name: str) -> int:
-    from lakehouse.status import table_info
+    from lakehouse.delta_rs import table_info
 
     info = table_info(settings, name)
     return info["version"] if info["exists"] else -1

@@ -60,10 +60,7 @@ def _produce(settings, n: int) -> float:
 
 
 def _run(settings, extra_env: dict[str, str], worker_pid: int | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")}
-    env.update(settings.to_env())
-    env.update(extra_env)
-    env["PYTHONPATH"] = str(REPO)
+    env = {**settings.child_env(REPO), **extra_env}
     started = time.monotonic()
     log_path = Path(tempfile.mkstemp(prefix="bronze-", suffix=".log")[1])
     with open(log_path, "w") as log_file:
@@ -82,7 +79,7 @@ def _run(settings, extra_env: dict[str, str], worker_pid: int | None = None) -> 
     # The rows that landed, from the table itself (a progress event can be lost at exit).
     from dataclasses import replace
 
-    from lakehouse.status import table_info
+    from lakehouse.delta_rs import table_info
 
     reader = replace(settings, secrets=replace(settings.secrets,
                                                aws_access_key_id=extra_env.get("AWS_ACCESS_KEY_ID"),
@@ -135,7 +132,7 @@ def _data_bytes(settings) -> int:
     from deltalake import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.status import delta_uri, storage_options
+    from lakehouse.delta_rs import delta_uri, storage_options
 
     dt = DeltaTable(delta_uri(table_path(settings, "bronze.opensky_states")), storage_options=storage_options(settings))
     return sum(dt.get_add_actions(flatten=True).column("size_bytes").to_pylist())
@@ -161,8 +158,7 @@ def main() -> int:
                "max_offsets_per_trigger": args.batch},
         spark={"shuffle_partitions": 2},
     )
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENSKY_LAKEHOUSE_")},
-           **base.to_env(), "PYTHONPATH": str(REPO)}
+    env = base.child_env(REPO)
     subprocess.run([sys.executable, "-m", "lakehouse", "kafka", "start"], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=600)
     results = {}

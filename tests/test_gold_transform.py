@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,29 @@ def test_columns_built_once_per_jvm_and_anew_for_a_new_one(monkeypatch, spark):
     # the steps that use it plan the same rows batch after batch
     df = spark.createDataFrame([("abc123", 1)], "icao24 string, n int")
     assert df.select(build("icao24")).collect() == df.select(build("icao24")).collect()
+
+
+def test_a_batch_summary_counts_states_anomalies_and_late_ones(spark):
+    windowed = spark.createDataFrame([
+        ("a", datetime(2026, 1, 1, 10, 1), True, datetime(2026, 1, 1, 10, 2)),    # a window already closed
+        ("b", datetime(2026, 1, 1, 10, 5), False, datetime(2026, 1, 1, 10, 6)),
+        ("c", datetime(2026, 1, 1, 10, 9), True, datetime(2026, 1, 1, 10, 10)),
+    ], "icao24 string, event_time timestamp, is_anomaly boolean, window_end timestamp")
+    # An earlier batch saw 10:06: with a 2-minute watermark, windows ending at or before 10:04 are closed.
+    in_time = G.on_time(datetime(2026, 1, 1, 10, 6), "2 minutes")
+    expected = spark.createDataFrame([(3, datetime(2026, 1, 1, 10, 9), 2, 1, datetime(2026, 1, 1, 10, 6))],
+                                     "n bigint, newest timestamp, anomalies bigint, late bigint, window_end timestamp")
+    assertDataFrameEqual(G.batch_summary(windowed, in_time), expected)
+    # The first batch of a job: nothing is late.
+    first = G.batch_summary(windowed, G.on_time(None, "2 minutes")).first()
+    assert (first["late"], first["window_end"]) == (0, datetime(2026, 1, 1, 10, 2))
+
+
+def test_a_window_closes_when_the_earliest_open_end_falls_behind_the_watermark():
+    at = datetime(2026, 1, 1, 10, 0)
+    two = timedelta(minutes=2)
+    assert G.window_closes(at, None, at + two, two)  # an open window's end reached exactly
+    assert not G.window_closes(at, None, at + two - timedelta(seconds=1), two)
+    assert G.window_closes(None, at, at + timedelta(minutes=3), two)  # the batch's own window
+    assert G.window_closes(at + timedelta(minutes=5), at, at + two, two)  # the earliest of both counts
+    assert not G.window_closes(None, None, at, two)  # no window at all

@@ -90,7 +90,7 @@ def test_replay_values_pass_through_unchanged(lake):
     records = consume(lake)
     assert len(records) == 300  # --max-records is exact, even mid-snapshot
     rows = {(row[0], r["time"]): row for r in read_replay(FIXTURE) for row in (r["states"] or ())}
-    from ingestion.states import STATE_FIELDS
+    from lakehouse.records import STATE_FIELDS
 
     for _, value in records:
         assert [value[f] for f in STATE_FIELDS] == rows[(value["icao24"], value["snapshot_time"])]

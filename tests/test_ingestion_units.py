@@ -18,8 +18,9 @@ from ingestion.opensky import OpenSkyClient, TokenManager, credit_cost, plan_int
 from ingestion.poller import Poller
 from ingestion.replay import ReplayStats, ReplayWriter, count_states, read_replay
 from ingestion.simulator import ANOMALY_KINDS, Simulator, _bearing, _distance, write_labels
-from ingestion.states import RECORD_FIELDS, STATE_FIELDS, MalformedResponse, response_to_records
+from ingestion.states import MalformedResponse, response_to_records
 from lakehouse.local.fake_opensky import FakeOpenSky
+from lakehouse.records import RECORD_FIELDS, STATE_FIELDS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quickstart_excerpt.jsonl.gz"
 ROW = ["3c6444", "DLH9LF  ", "Germany", 1700000000, 1700000001, 8.5, 50.03, 1234.5, False, 150.2, 270.0, -5.2,

@@ -15,7 +15,7 @@ from ingestion.replay import read_replay
 from lakehouse.app.commands import maintain
 from lakehouse.catalog import TABLES, table_path
 from lakehouse.jobs.layers import LAYERS, run_layers
-from lakehouse.tables import EVERY_BATCH_TABLES
+from lakehouse.table_setup import EVERY_BATCH_TABLES
 from tests.helpers import delta_rows, produce, replay_records
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
     assert rows["silver.flights"] > 0 and rows["gold.window_stats"] > 0
     before = {n: maintain.layout(lake, n) for n in present}
     # Delta keeps min/max statistics of each table's keys only, and the tables every micro-batch
-    # commits to checkpoint every 100 commits, the others every 10 (lakehouse.tables.table_properties).
+    # commits to checkpoint every 100 commits, the others every 10 (lakehouse.table_setup.table_properties).
     for name in present:
         config = DeltaTable(table_path(lake, name)).metadata().configuration
         assert config["delta.dataSkippingStatsColumns"] == ",".join(TABLES[name].keys), name
@@ -110,7 +110,7 @@ def test_tables_from_before_binary_bytes_stop_the_jobs_until_maintain_rewrites_t
     from datetime import datetime, timezone
 
     from lakehouse.jobs.layers import run_layers
-    from lakehouse.tables import ensure_table
+    from lakehouse.table_setup import ensure_table
 
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     old = {
@@ -145,7 +145,7 @@ def test_gold_tables_from_before_ml_reason_get_the_column_in_place(spark, lake):
     """Gold tables written before ``ml_reason`` get it when a job starts (one metadata commit, no
     rewrite, no `maintain`): their rows read null, the next micro-batch writes it."""
     from lakehouse.catalog import table
-    from lakehouse.tables import ADDED_COLUMNS
+    from lakehouse.table_setup import ADDED_COLUMNS
 
     for name in ADDED_COLUMNS:
         spec = table(name)

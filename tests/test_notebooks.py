@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from lakehouse.catalog import TABLES, table
-from lakehouse.tables import ensure_table
+from lakehouse.table_setup import ensure_table
 from tests import gold_fixture as gold
 from tests.helpers import REPO
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from lakehouse.delta_rs import delta_uri, storage_options, table_info
 from lakehouse.local.cluster import S3Server, StandaloneCluster, spark_home
 from lakehouse.settings import load_settings
 from lakehouse.spark import (
@@ -33,7 +34,6 @@ from lakehouse.spark import (
     spark_packages,
     write_whole,
 )
-from lakehouse.status import delta_uri, storage_options, table_info
 from tests.helpers import REPO, cli_env, produce, run_cli
 
 BRONZE_KEY_COLUMNS = ["key", "value", "topic", "partition", "offset", "kafka_timestamp"]

@@ -18,7 +18,9 @@ from lakehouse.jobs.streams import await_queries
 from lakehouse.status import accounting
 from lakehouse.transforms.silver import (
     REASONS,
+    batch_span,
     drop_duplicates,
+    keys_to_look_up,
     parse_and_validate,
     to_flights,
     to_outputs,
@@ -262,6 +264,25 @@ def test_drop_duplicates_keeps_the_first_new_row_of_each_key(spark, base_setting
     # before any batch (no horizon): the batch's own duplicates only
     first = flights.transform(drop_duplicates(known, None))
     assert sorted(r.offset for r in first.collect()) == [1, 2, 3, 5, 7]
+
+
+def test_the_keys_looked_up_are_those_of_the_batch_span_since_the_horizon(spark):
+    at = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
+    batch = spark.createDataFrame([("a", at(T0 - 900)), ("b", at(T0 - 60)), ("c", at(T0))],
+                                  "icao24 string, event_time timestamp")
+    naive = lambda t: at(t).replace(tzinfo=None)  # noqa: E731  (Spark hands back naive UTC, as the job's horizon is)
+    horizon = naive(T0 - 600)
+    span = batch_span(batch, horizon).first()
+    assert (span["lo"], span["hi"], span["late"]) == (naive(T0 - 900), naive(T0), 1)
+    assert batch_span(batch, None).first()["late"] == 0  # no horizon yet: none is too old
+    known = spark.createDataFrame([(k, at(t), at(t).date()) for k, t in
+                                   (("old", T0 - 700), ("in", T0 - 60), ("last", T0), ("after", T0 + 1))],
+                                  "icao24 string, event_time timestamp, event_date date")
+    looked_up = keys_to_look_up(known, horizon, span["lo"], span["hi"])
+    # From the horizon (later than the batch's oldest row) to the batch's newest event time.
+    assert sorted(r.icao24 for r in looked_up.collect()) == ["in", "last"]
+    assert keys_to_look_up(known, horizon, None, None).count() == 0  # no valid row: nothing to look up
+    assert keys_to_look_up(known, None, None, None).count() == 4  # the first batch: every known key
 
 
 def test_reason_codes_keep_their_precedence():

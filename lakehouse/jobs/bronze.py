@@ -19,7 +19,7 @@ from lakehouse.jobs.delta_io import BatchWrites, query_id
 from lakehouse.jobs.progress import JobSteps
 from lakehouse.jobs.streams import start_stream
 from lakehouse.settings import Settings
-from lakehouse.tables import ensure_table
+from lakehouse.table_setup import ensure_table
 from lakehouse.transforms.bronze import kafka_to_bronze
 
 TABLE = "bronze.opensky_states"

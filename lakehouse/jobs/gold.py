@@ -33,11 +33,11 @@ from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
 from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.jobs.progress import JobSteps
-from lakehouse.jobs.streams import interval, start_stream
+from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
 from lakehouse.jvm import hadoop_path, jvm_class
 from lakehouse.settings import Settings
-from lakehouse.tables import ensure_table
-from lakehouse.transforms import gold as G
+from lakehouse.table_setup import ensure_table
+from lakehouse.transforms import gold as gold_steps
 
 SOURCE = "silver.flights"
 OUTPUTS = ("gold.live_flights", "gold.anomalies", "gold.window_stats", "gold.country_counts")
@@ -46,14 +46,6 @@ log = logging.getLogger("lakehouse.jobs")
 # Where the test-only crash hook (lakehouse.jobs.crash.CRASH_ENV) can stop a batch.
 CRASH_POINTS = ("before_write", "after_live_flights", "after_anomalies", "after_window_stats",
                 "after_country_counts", "after_state")
-
-
-def scoring_step(spark, settings: Settings):
-    """The step that adds ``anomaly_score``, ``ml_anomaly`` and ``model_version``: the newest
-    (or pinned) model artefact through the iterator pandas UDF; rules only while none exists."""
-    from ml.scoring import add_ml_scores
-
-    return lambda df: add_ml_scores(df, settings)
 
 
 # Spark keeps this many micro-batches of its own offset and commit logs; the model log likewise.
@@ -80,16 +72,18 @@ def read_state(spark, settings: Settings, app: str, batch_id: int, release: list
     return state
 
 
-def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> str | None:
-    """The model version micro-batch ``batch_id`` scores with, the same on every attempt.
+def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int):
+    """The model micro-batch ``batch_id`` scores with (``ml.scoring.Deployed``), the same on every
+    attempt, resolved once here.
 
-    The first attempt picks the newest (or pinned) artefact and records it in
+    The first attempt picks the newest (or pinned) artefact and records its version in
     ``<checkpoint>/models/<batch_id>`` before any table is written; a replay after a crash
-    reads it back, so a model published in between does not score half of the batch's tables.
-    ``None``: no model yet, rules only (recorded too).
+    reads it back and loads that version, so a model published in between does not score half of
+    the batch's tables. ``None``: no model yet, rules only (recorded too).
     """
     from ml.scoring import model_source
 
+    source = model_source(settings)
     fs, path = hadoop_path(spark, f"{checkpoint}/models/{batch_id}")
     if fs.exists(path):
         stream = fs.open(path)
@@ -99,8 +93,8 @@ def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> st
             stream.close()
         log.info("gold batch %d: replayed with the model it first ran with (%s)", batch_id,
                  recorded["model_version"] or "none, rules only")
-        return recorded["model_version"]
-    deployed = model_source(settings).resolve(spark, settings)
+        return source.version(spark, recorded["model_version"]) if recorded["model_version"] else None
+    deployed = source.resolve(spark, settings)
     version = deployed.version if deployed is not None else None
     out = fs.create(path, True)
     try:
@@ -110,18 +104,7 @@ def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int) -> st
     _, old = hadoop_path(spark, f"{checkpoint}/models/{batch_id - MODEL_LOG_RETAINED}")
     if batch_id >= MODEL_LOG_RETAINED and fs.exists(old):
         fs.delete(old, False)
-    return version
-
-
-def batch_scoring(spark, settings: Settings, version: str | None):
-    """The scoring step for one batch's recorded model version (``None``: rules only)."""
-    if version is None:
-        return G.no_model
-    return scoring_step(spark, settings.replace(ml={"model_version": version}))
-
-
-def _before(moment, duration: str):
-    return F.lit(moment) - F.expr(f"INTERVAL {duration}")
+    return deployed
 
 
 def is_legacy_state(state) -> bool:
@@ -138,8 +121,9 @@ def open_partials(state, window_duration: str):
     """
     windows = state.where("kind = 'window'")
     if not is_legacy_state(state):
-        return windows.select(*G.PARTIAL_COLUMNS)
-    return windows.select(*G.SCORED_COLUMNS).transform(G.with_window(window_duration)).transform(G.window_partials)
+        return windows.select(*gold_steps.PARTIAL_COLUMNS)
+    return (windows.select(*gold_steps.SCORED_COLUMNS).transform(gold_steps.with_window(window_duration))
+            .transform(gold_steps.window_partials))
 
 
 def write_gold_batch(batch_df, batch_id: int, *, settings: Settings, checkpoint: str) -> None:
@@ -207,19 +191,20 @@ class GoldBatch:
     def write_rest(self, writes: BatchWrites, step: JobSteps, release: list) -> None:
         cfg = self.settings.gold
         step("window partials")
-        buffer = G.merge_partials(self.open_windows.unionByName(G.state_partials(self.windowed))).persist()
+        partials = self.open_windows.unionByName(gold_steps.state_partials(self.windowed))
+        buffer = gold_steps.merge_partials(partials).persist()
         release.append(buffer)
         self.cached.append(buffer)
-        is_closed = G.closed(_before(self.newest, cfg.window_watermark))
+        is_closed = gold_steps.closed(gold_steps.before(self.newest, cfg.window_watermark))
         closing = buffer.where(is_closed)
         still_open = buffer.where(~is_closed).withColumn("kind", F.lit("window"))
         state = (self.latest.withColumn("kind", F.lit("last"))
-                 .unionByName(still_open, allowMissingColumns=True).select(*G.STATE.columns))
+                 .unionByName(still_open, allowMissingColumns=True).select(*gold_steps.STATE.columns))
         # An append of no rows is still a Delta commit (0.2-0.9 s each): skipped. Most batches
         # flag nothing and close no window (one closes every window_duration).
         for name, df, rows in (("gold.anomalies", self.anomalies, self.n_anomalies),
-                               ("gold.window_stats", G.window_stats(closing), self.closes),
-                               ("gold.country_counts", G.country_counts(closing), self.closes)):
+                               ("gold.window_stats", gold_steps.window_stats(closing), self.closes),
+                               ("gold.country_counts", gold_steps.country_counts(closing), self.closes)):
             if rows:
                 self._write(writes, step, name, df)
             crash_point("gold", self.batch_id, f"after_{name.split('.', 1)[1]}")
@@ -248,7 +233,7 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     cfg = settings.gold
     step("read state")
     state = read_state(spark, settings, app, batch_id, release)
-    last = state.where("kind = 'last'").select(*G.SCORED_COLUMNS)
+    last = state.where("kind = 'last'").select(*gold_steps.SCORED_COLUMNS)
     open_windows = open_partials(state, cfg.window_duration)
     migrate = is_legacy_state(state)
     if migrate:  # once, on a state of an older version
@@ -257,50 +242,43 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
         prev_newest, open_end = state.agg(F.max(F.when(F.col("kind") == "last", F.col("event_time"))),
                                           F.min(F.when(F.col("kind") == "window", F.col("window_end")))).first()
     step("model")
-    scoring = batch_scoring(spark, settings, batch_model(spark, settings, checkpoint, batch_id))
+    from ml.scoring import scored_by
+
+    scoring = scored_by(batch_model(spark, settings, checkpoint, batch_id), settings.ml)
     step("previous states, rules, scores")
-    scored = batch_df.transform(G.score_states(last, settings.rules, scoring)).persist()
+    scored = batch_df.transform(gold_steps.score_states(last, settings.rules, scoring)).persist()
     release.append(scored)
-    windowed = scored.transform(G.with_window(cfg.window_duration))
+    windowed = scored.transform(gold_steps.with_window(cfg.window_duration))
     # Windows closed by an earlier batch take no more states ("late").
-    on_time = ~G.closed(_before(prev_newest, cfg.window_watermark)) if prev_newest is not None else F.lit(True)
-    summary = windowed.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
-                           F.count_if("is_anomaly").alias("anomalies"), F.count_if(~on_time).alias("late"),
-                           F.min(F.when(on_time, F.col("window_end"))).alias("window_end")).first()
+    in_time = gold_steps.on_time(prev_newest, cfg.window_watermark)
+    summary = gold_steps.batch_summary(windowed, in_time).first()
     step.rows = summary["n"]
     if summary["n"] == 0:
         return None
     newest = max(t for t in (prev_newest, summary["newest"]) if t is not None)
     if prev_newest is not None:
-        windowed = windowed.where(on_time)
-    # A window closes when its end is at or before the newest event time minus the watermark: known
-    # from the earliest end among the open windows and the batch's, without a pass over them.
-    ends = [t for t in (open_end, summary["window_end"]) if t is not None]
-    closes = bool(ends) and min(ends) <= newest - interval(spark, cfg.window_watermark)
+        windowed = windowed.where(in_time)
+    watermark = interval(spark, cfg.window_watermark)
+    closes = gold_steps.window_closes(open_end, summary["window_end"], newest, watermark)
     # Read twice (live flights, then the state): computed once.
-    latest = last.unionByName(scored).transform(G.latest_states(_before(newest, cfg.state_retention))).persist()
+    retained = gold_steps.before(newest, cfg.state_retention)
+    latest = last.unionByName(scored).transform(gold_steps.latest_states(retained)).persist()
     release.append(latest)
     message = f"gold batch {batch_id}: {summary['n']} states, {summary['anomalies']} anomalies, newest event {newest}"
     return GoldBatch(settings, app, batch_id,
-                     live_flights=G.to_live_flights(latest, _before(newest, cfg.live_window)),
-                     anomalies=G.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
+                     live_flights=gold_steps.to_live_flights(latest, gold_steps.before(newest, cfg.live_window)),
+                     anomalies=gold_steps.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
                      windowed=windowed, n_late=summary["late"], open_windows=open_windows, closes=closes,
                      newest=newest, migrate=migrate, message=message, cached=[state, scored, latest])
-
-
-def read_silver(spark, settings: Settings):
-    reader = spark.readStream.format("delta")
-    if settings.gold.max_files_per_trigger:
-        reader = reader.option("maxFilesPerTrigger", settings.gold.max_files_per_trigger)
-    return reader.load(table_path(settings, SOURCE))
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, *OUTPUTS, STATE):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["gold"])
-    return [start_stream(read_silver(spark, settings), partial(write_gold_batch, settings=settings, checkpoint=checkpoint),
-                         name="gold", checkpoint=checkpoint, every=settings.streaming.gold_trigger, once=once)]
+    silver = read_delta_stream(spark, table_path(settings, SOURCE), settings.gold.max_files_per_trigger)
+    return [start_stream(silver, partial(write_gold_batch, settings=settings, checkpoint=checkpoint), name="gold",
+                         checkpoint=checkpoint, every=settings.streaming.gold_trigger, once=once)]
 
 
 if __name__ == "__main__":

@@ -33,15 +33,17 @@ from functools import partial
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table_path
+from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table, table_path
 from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.jobs.progress import JobSteps
-from lakehouse.jobs.streams import interval, start_stream
+from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
 from lakehouse.settings import Settings
-from lakehouse.tables import ensure_table
+from lakehouse.table_setup import ensure_table
 from lakehouse.transforms.silver import (
+    batch_span,
     drop_duplicates,
+    keys_to_look_up,
     parse_and_validate,
     to_flights,
     to_outputs,
@@ -128,8 +130,7 @@ class SilverBatch:
         stats = self.quarantine.sparkSession.createDataFrame(
             [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, self.duplicates, self.n_late,
               self.newest_here)],
-            "app_id string, batch_id bigint, bronze_rows bigint, flights_rows bigint, "
-            "quarantine_rows bigint, duplicates bigint, unchecked_late_rows bigint, max_event_time timestamp",
+            table(STATS).ddl(without=("committed_at",)),
         ).withColumn("committed_at", F.current_timestamp())
         step("write dedup stats")
         writes(stats, table_path(self.settings, STATS), self.app)
@@ -178,19 +179,11 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     horizon = None if before is None else before - interval(spark, settings.silver.dedup_watermark)
     good = to_flights(parsed)  # from the cached rows: a projection, cheaper than a second cache
     # One pass: the event-time span, and the rows too old to look up (counted for the dedup stats).
-    too_old = F.count_if(F.col("event_time") < F.lit(horizon)) if horizon is not None else F.lit(0)
-    span = good.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"), too_old.alias("late")).first()
-    known = spark.read.format("delta").load(table_path(settings, FLIGHTS))
-    if horizon is not None and span["hi"] is None:  # no valid row: nothing to look up
-        known = known.where(F.lit(False))
-    elif horizon is not None:
-        # A row can only duplicate a known row of its own event time: look up the silver keys
-        # between the batch's oldest (not before the horizon) and newest event time. Partition
-        # pruning by date and file skipping by event_time statistics read the last minute or so
-        # of silver, not the whole watermark's worth (10 minutes: 600,000 rows at 1,000/s).
-        lo = max(horizon, span["lo"])
-        known = known.where(F.col("event_date").between(F.to_date(F.lit(lo)), F.to_date(F.lit(span["hi"])))
-                            & F.col("event_time").between(F.lit(lo), F.lit(span["hi"])))
+    span = batch_span(good, horizon).first()
+    # The silver keys since the batch's oldest event time (10 minutes of watermark are 600,000
+    # rows at 1,000 states/s; the span is a minute or so).
+    known = keys_to_look_up(spark.read.format("delta").load(table_path(settings, FLIGHTS)), horizon,
+                            span["lo"], span["hi"])
     step("deduplicate")
     # Materialized with its lineage cut: writing silver.flights below re-caches every cached plan
     # that reads the table, and the flights of this batch read it (the known keys); recomputed
@@ -201,19 +194,13 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
                        flights, _later(before, span["hi"]), span["hi"])
 
 
-def read_bronze(spark, settings: Settings):
-    reader = spark.readStream.format("delta")
-    if settings.silver.max_files_per_trigger:
-        reader = reader.option("maxFilesPerTrigger", settings.silver.max_files_per_trigger)
-    return reader.load(table_path(settings, SOURCE))
-
-
 def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["silver"])
-    return [start_stream(read_bronze(spark, settings), partial(write_silver_batch, settings=settings, checkpoint=checkpoint),
-                         name="silver", checkpoint=checkpoint, every=settings.streaming.silver_trigger, once=once)]
+    bronze = read_delta_stream(spark, table_path(settings, SOURCE), settings.silver.max_files_per_trigger)
+    return [start_stream(bronze, partial(write_silver_batch, settings=settings, checkpoint=checkpoint), name="silver",
+                         checkpoint=checkpoint, every=settings.streaming.silver_trigger, once=once)]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,15 @@ from pyspark.sql.streaming import StreamingQuery
 log = logging.getLogger("lakehouse.jobs")
 
 
+def read_delta_stream(spark, path: str, max_files_per_trigger: int = 0) -> DataFrame:
+    """The Delta table at ``path`` as a stream (at most ``max_files_per_trigger`` files a trigger;
+    0: no limit)."""
+    reader = spark.readStream.format("delta")
+    if max_files_per_trigger:
+        reader = reader.option("maxFilesPerTrigger", max_files_per_trigger)
+    return reader.load(path)
+
+
 def start_stream(stream: DataFrame, handler, *, name: str, checkpoint: str, every: str, once: bool) -> StreamingQuery:
     """Start query ``name``: each micro-batch of ``stream`` goes to the ``foreachBatch`` ``handler``,
     progress kept in ``checkpoint``, a trigger every ``every`` (availableNow with ``once``)."""

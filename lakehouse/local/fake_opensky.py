@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ingestion.opensky import REMAINING_HEADER, RETRY_AFTER_HEADER, credit_cost
 from ingestion.replay import read_replay
+from lakehouse.records import FIELD_INDEX, MIN_STATE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,11 @@ def _filtered(response: dict, bbox, short: bool, extended: bool) -> dict:
     rows = response.get("states")
     if rows is not None and bbox is not None:
         lamin, lomin, lamax, lomax = bbox
-        rows = [r for r in rows if r[6] is not None and r[5] is not None
-                and lamin <= r[6] <= lamax and lomin <= r[5] <= lomax]
+        lat, lon = FIELD_INDEX["latitude"], FIELD_INDEX["longitude"]
+        rows = [r for r in rows if r[lat] is not None and r[lon] is not None
+                and lamin <= r[lat] <= lamax and lomin <= r[lon] <= lomax]
     if rows is not None and (short or not extended):
-        rows = [r[:17] for r in rows]
+        rows = [r[:MIN_STATE_FIELDS] for r in rows]  # without `category`, as OpenSky sends them
     return {"time": response["time"], "states": rows if rows else None}
 
 

@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import table
+from lakehouse.records import PREVIOUS_STATE
 from lakehouse.settings import RulesSettings
 from lakehouse.transforms import built_once
 from lakehouse.transforms.rules import apply_rules
@@ -47,7 +48,7 @@ Step = Callable[[DataFrame], DataFrame]
 
 def with_previous_state(last: DataFrame) -> Step:
     """Add ``prev_event_time/latitude/longitude/baro_altitude/velocity/true_track/on_ground``
-    (the contract ``ml.features.PREV_COLUMNS``): the same aircraft's state just before in event
+    (``lakehouse.records.PREV_COLUMNS``): the same aircraft's state just before in event
     time, among this batch's states and ``last`` (each aircraft's last known state from earlier
     batches)."""
 
@@ -62,7 +63,7 @@ def with_previous_state(last: DataFrame) -> Step:
 
 @built_once
 def _previous_columns() -> tuple[list[Column], Column, dict[str, Column], Column]:
-    cols = ["icao24", "event_time", "latitude", "longitude", "baro_altitude", "velocity", "true_track", "on_ground"]
+    cols = ["icao24", *PREVIOUS_STATE]
     order = Window.partitionBy("icao24").orderBy("event_time", "_new", "partition", "offset")
     return ([F.col(c) for c in cols] + [F.lit(False).alias("_new")], F.lit(True),
             {f"prev_{c}": F.lag(c).over(order) for c in cols[1:]}, F.col("_new"))
@@ -238,3 +239,31 @@ def _country_aggregates() -> list[Column]:
 def closed(watermark: Column) -> Column:
     """A window is closed once its end is at or before the watermark."""
     return F.col("window_end") <= watermark
+
+
+def before(moment, duration: str) -> Column:
+    """The timestamp ``duration`` (a Spark SQL interval, e.g. ``2 minutes``) before ``moment``."""
+    return F.lit(moment) - F.expr(f"INTERVAL {duration}")
+
+
+def on_time(prev_newest, watermark: str) -> Column:
+    """Whether a windowed state's window is still open: not closed by an earlier batch, whose
+    newest event time was ``prev_newest`` (None: no earlier batch, every window is open)."""
+    return F.lit(True) if prev_newest is None else ~closed(before(prev_newest, watermark))
+
+
+def batch_summary(windowed: DataFrame, in_time: Column) -> DataFrame:
+    """One row for a batch of windowed, scored states: ``n`` states, the ``newest`` event time,
+    ``anomalies`` flagged, ``late`` states (not ``in_time``: for a window already closed) and the
+    earliest ``window_end`` among the states in time."""
+    return windowed.agg(F.count(F.lit(1)).alias("n"), F.max("event_time").alias("newest"),
+                        F.count_if("is_anomaly").alias("anomalies"), F.count_if(~in_time).alias("late"),
+                        F.min(F.when(in_time, F.col("window_end"))).alias("window_end"))
+
+
+def window_closes(open_end, batch_end, newest, watermark) -> bool:
+    """Whether a window closes with this batch: the earliest end among the windows still open
+    (``open_end``, from the state) and the batch's own (``batch_end``) is at or before the newest
+    event time minus the ``watermark`` (a timedelta). Known without a pass over the windows."""
+    ends = [t for t in (open_end, batch_end) if t is not None]
+    return bool(ends) and min(ends) <= newest - watermark

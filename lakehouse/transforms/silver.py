@@ -24,30 +24,16 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.catalog import table
+from lakehouse.records import RECORD_TYPES, SCHEMA_VERSION
 from lakehouse.settings import ValidationSettings
 from lakehouse.transforms import built_once
 
 FLIGHTS = table("silver.flights")
 QUARANTINE = table("silver.quarantine")
-SCHEMA_VERSION = 1
-
-# The Kafka record of ARCHITECTURE.md, field by field, as the producer writes it (OpenSky
-# names and units; times in epoch seconds, produced_at in epoch milliseconds).
-RECORD_SCHEMA = StructType(
-    [
-        StructField(name, kind)
-        for name, kind in (
-            ("icao24", StringType()), ("callsign", StringType()), ("origin_country", StringType()),
-            ("time_position", LongType()), ("last_contact", LongType()), ("longitude", DoubleType()),
-            ("latitude", DoubleType()), ("baro_altitude", DoubleType()), ("on_ground", BooleanType()),
-            ("velocity", DoubleType()), ("true_track", DoubleType()), ("vertical_rate", DoubleType()),
-            ("sensors", ArrayType(IntegerType())), ("geo_altitude", DoubleType()), ("squawk", StringType()),
-            ("spi", BooleanType()), ("position_source", IntegerType()), ("category", IntegerType()),
-            ("schema_version", IntegerType()), ("snapshot_time", LongType()), ("source", StringType()),
-            ("produced_at", LongType()),
-        )
-    ]
-)
+# The Kafka record (``lakehouse.records``) as Spark parses it.
+_SPARK_TYPES = {"string": StringType(), "long": LongType(), "double": DoubleType(), "boolean": BooleanType(),
+                "int": IntegerType(), "array<int>": ArrayType(IntegerType())}
+RECORD_SCHEMA = StructType([StructField(name, _SPARK_TYPES[kind]) for name, kind in RECORD_TYPES.items()])
 _CORRUPT = "_corrupt_record"
 
 # Stable reason codes, in the order they are checked (the first that applies is recorded).
@@ -311,6 +297,31 @@ def _quarantine_columns() -> tuple[Column, dict[str, Column]]:
     added = {"value_text": value_text(F.col("value")).alias("value_text"),
              "quarantined_at": F.current_timestamp().alias("quarantined_at")}
     return F.col("reason").isNotNull(), added
+
+
+def batch_span(flights: DataFrame, horizon) -> DataFrame:
+    """One row for a batch's valid rows: the oldest (``lo``) and newest (``hi``) event time and the
+    rows older than ``horizon`` (``late``: too old to look up; 0 when ``horizon`` is None)."""
+    too_old = F.count_if(F.col("event_time") < F.lit(horizon)) if horizon is not None else F.lit(0)
+    return flights.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi"), too_old.alias("late"))
+
+
+def keys_to_look_up(known: DataFrame, horizon, lo, hi) -> DataFrame:
+    """The rows of silver (``known``) a batch whose event times span ``lo``..``hi`` can duplicate.
+
+    A row can only duplicate a known row of its own event time: the rows between the batch's
+    oldest (not before the ``horizon``) and newest event time, by date (partition pruning) and
+    ``event_time`` (file skipping by statistics), so a look-up reads the last minute or so of
+    silver, not the whole watermark's worth. No horizon (the first batch): all of ``known``; no
+    valid row in the batch (``hi`` None): none.
+    """
+    if horizon is None:
+        return known
+    if hi is None:
+        return known.where(F.lit(False))
+    lo = max(horizon, lo)
+    return known.where(F.col("event_date").between(F.to_date(F.lit(lo)), F.to_date(F.lit(hi)))
+                       & F.col("event_time").between(F.lit(lo), F.lit(hi)))
 
 
 def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFrame]:

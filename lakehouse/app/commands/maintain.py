@@ -6,7 +6,7 @@ the small files every micro-batch leaves; VACUUM deletes data files no version y
 retention needs (``maintain.retention_hours``, default 168: seven days of time travel kept). The
 log stays short by itself: every table is written with a checkpoint each 10 commits (100 for the
 tables every micro-batch commits to) and a log retention equal to the same hours, and statistics of its keys only
-(``lakehouse.tables.table_properties``); a table whose properties differ from the configuration
+(``lakehouse.table_setup.table_properties``); a table whose properties differ from the configuration
 (a table made by an older version) is brought in line first. Afterwards each table is
 opened and counted with ``deltalake`` (delta-rs), which is what the dashboard uses: a table it
 cannot read makes the command fail, naming the table.
@@ -71,7 +71,7 @@ def layout(settings, name: str) -> dict | None:
     """Version, data files and bytes of the current version, by delta-rs; ``None`` if absent."""
     from deltalake.exceptions import TableNotFoundError
 
-    from lakehouse.status import open_table
+    from lakehouse.delta_rs import open_table
 
     try:
         dt = open_table(settings, name)
@@ -84,7 +84,7 @@ def layout(settings, name: str) -> dict | None:
 
 def read_back(settings, name: str) -> int:
     """Open and count ``name`` with delta-rs: the dashboard's reader must handle every table."""
-    from lakehouse.status import open_table
+    from lakehouse.delta_rs import open_table
 
     return open_table(settings, name).to_pyarrow_dataset().count_rows()
 
@@ -139,7 +139,7 @@ def _maintain_one(spark, settings, name: str, hours: float, optimize: bool, vacu
     from delta.tables import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.tables import migrate_table, table_properties
+    from lakehouse.table_setup import migrate_table, table_properties
 
     path = table_path(settings, name)
     out: dict = {}

@@ -78,7 +78,7 @@ def run(args, settings) -> int:
     status = 1
     try:
         if args.source == "replay":
-            status = run_replay(args, settings, emitter, stop, speedup)
+            status = run_replay(args, emitter, stop, speedup)
         elif args.source == "simulate":
             status = run_simulate(args, settings, emitter, stop, speedup)
         else:

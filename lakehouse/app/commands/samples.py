@@ -23,6 +23,7 @@ from ingestion.samples import (
     to_responses,
     write_replay,
 )
+from lakehouse.records import FIELD_INDEX
 
 log = logging.getLogger("ingestion.samples")
 
@@ -55,7 +56,7 @@ def run(args, settings) -> int:
     out = Path(args.out or f"data/samples/{args.name}.jsonl.gz")
     responses = to_responses(frame, skip_minutes=args.skip_minutes, minutes=args.minutes)
     states = write_replay(responses, out)
-    aircraft = len({row[0] for r in responses for row in (r["states"] or ())})
+    aircraft = len({row[FIELD_INDEX["icao24"]] for r in responses for row in (r["states"] or ())})
     log.info("samples: wrote %s: %d snapshots every %d s, %d states, %d aircraft (traffic==%s, %s)",
              out, len(responses), SNAPSHOT_EVERY_S, states, aircraft, TRAFFIC_VERSION, args.name)
     return 0
