@@ -1,23 +1,32 @@
-"""Typed configuration: one resolution rule for every setting.
+"""Typed configuration: one resolution rule for every setting, pydantic-settings models.
 
 Precedence (later wins): ``conf/default.yaml`` < ``conf/<profile>.yaml`` < ``--config FILE``
 < environment variables ``OPENSKY_LAKEHOUSE_<SECTION>__<KEY>``. A ``.env`` file in the working
 directory fills environment variables that are not already set. Secrets are read from the
 environment only and never printed. Any wrong value raises :class:`ConfigError` whose message is
 one line naming the key and what is allowed.
+
+Each section is a frozen model whose field types and constraints say what is allowed; the YAML
+files are read and deep-merged by pydantic-settings' YAML source, the variables by its
+environment source (prefix ``OPENSKY_LAKEHOUSE_``, ``__`` between section and key).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ENV_PREFIX = "OPENSKY_LAKEHOUSE_"
@@ -31,8 +40,77 @@ class ConfigError(ValueError):
     """A setting is missing, unknown or has a value outside what is allowed."""
 
 
-@dataclass(frozen=True)
-class StorageSettings:
+def _duration(value: str) -> str:
+    if not _DURATION.match(value.strip()):
+        raise ValueError("expected a duration such as '30 seconds' or '5 minutes'")
+    return value
+
+
+def _servers(value: str) -> str:
+    for server in value.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port[,host:port...]")
+    return value
+
+
+def _spark_conf(value: str) -> str:
+    for item in re.split(r",\s*(?=spark\.)", value.strip()) if value.strip() else ():
+        key, eq, _ = item.partition("=")
+        if not eq or not re.fullmatch(r"spark\.[A-Za-z0-9._-]+", key.strip()):
+            raise ValueError("expected 'spark.key=value[, spark.key=value...]'")
+    return value
+
+
+def _topic(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+        raise ValueError("expected 1-249 of letters, digits, '.', '_', '-'")
+    return value
+
+
+def _model_version(value: str) -> str:
+    if value and not re.fullmatch(r"v\d{4,}", value):
+        raise ValueError("expected empty (newest) or a version such as v0003")
+    return value
+
+
+def _bbox(value: str) -> str:
+    if not value.strip():
+        return value
+    try:
+        lamin, lomin, lamax, lomax = (float(p) for p in value.split(","))
+    except ValueError:
+        raise ValueError("expected 'lamin,lomin,lamax,lomax' in degrees") from None
+    if not (-90 <= lamin < lamax <= 90 and -180 <= lomin < lomax <= 180):
+        raise ValueError("expected -90<=lamin<lamax<=90 and -180<=lomin<lomax<=180")
+    return value
+
+
+def _between(low: float, high: float, what: str, low_open: bool = False, high_open: bool = False):
+    def check(value: float) -> float:
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise ValueError(f"expected {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+Positive = Annotated[int, Field(gt=0)]
+PositiveNumber = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, _between(0, 1, "a fraction between 0 and 1")]
+
+
+class Section(BaseModel):
+    """One section of ``conf/default.yaml``: every key required (the default file names them all),
+    none other allowed; numbers written in YAML may stand for text settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+
+
+class StorageSettings(Section):
     root: str
     s3_endpoint: str
     s3_region: str
@@ -43,18 +121,17 @@ class StorageSettings:
         return "://" in self.root and not self.root.startswith("file:")
 
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    bootstrap_servers: str
-    topic: str
-    partitions: int
+class KafkaSettings(Section):
+    bootstrap_servers: Annotated[str, AfterValidator(_servers)]
+    topic: Annotated[str, AfterValidator(_topic)]
+    partitions: Positive
     data_dir: str
-    controller_port: int
+    controller_port: Count
     version: str
     heap: str
-    start_timeout_s: float
-    starting_offsets: str
-    max_offsets_per_trigger: int
+    start_timeout_s: PositiveNumber
+    starting_offsets: Literal["earliest", "latest"]
+    max_offsets_per_trigger: Count
     fail_on_data_loss: bool
 
     @property
@@ -66,59 +143,53 @@ class KafkaSettings:
         return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
 
 
-@dataclass(frozen=True)
-class SparkSettings:
+class SparkSettings(Section):
     master: str
     app_name: str
-    shuffle_partitions: int
+    shuffle_partitions: Positive
     driver_memory: str
     java_options: str
-    log_level: str
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"]
     ui_enabled: bool
     codegen: bool
     fast_local_fs: bool
     cache_dir: str
     extra_packages: str
-    extra_conf: str
+    extra_conf: Annotated[str, AfterValidator(_spark_conf)]
 
 
-@dataclass(frozen=True)
-class StreamingSettings:
-    bronze_trigger: str
-    silver_trigger: str
-    gold_trigger: str
-    pipeline_trigger: str
+class StreamingSettings(Section):
+    bronze_trigger: Duration
+    silver_trigger: Duration
+    gold_trigger: Duration
+    pipeline_trigger: Duration
     timings_log: str
 
 
-@dataclass(frozen=True)
-class ValidationSettings:
+class ValidationSettings(Section):
     baro_altitude_min_m: float
     baro_altitude_max_m: float
     velocity_min_ms: float
     velocity_max_ms: float
     vertical_rate_min_ms: float
     vertical_rate_max_ms: float
-    time_position_max_ahead_s: int
+    time_position_max_ahead_s: Count
 
 
-@dataclass(frozen=True)
-class SilverSettings:
-    dedup_watermark: str
-    max_files_per_trigger: int
+class SilverSettings(Section):
+    dedup_watermark: Duration
+    max_files_per_trigger: Count
 
 
-@dataclass(frozen=True)
-class GoldSettings:
-    live_window: str
-    window_duration: str
-    window_watermark: str
-    state_retention: str
-    max_files_per_trigger: int
+class GoldSettings(Section):
+    live_window: Duration
+    window_duration: Duration
+    window_watermark: Duration
+    state_retention: Duration
+    max_files_per_trigger: Count
 
 
-@dataclass(frozen=True)
-class RulesSettings:
+class RulesSettings(Section):
     emergency_squawk_enabled: bool
     emergency_squawks: str
     rapid_descent_enabled: bool
@@ -137,92 +208,91 @@ class RulesSettings:
         return tuple(code.strip() for code in self.emergency_squawks.split(",") if code.strip())
 
 
-@dataclass(frozen=True)
-class OpenSkySettings:
+class OpenSkySettings(Section):
     api_url: str
     token_url: str
-    bbox: str
+    bbox: Annotated[str, AfterValidator(_bbox)]
     extended: bool
-    daily_credits: int
-    poll_interval_s: float
-    timeout_s: float
-    max_retries: int
-    backoff_base_s: float
-    backoff_max_s: float
-    token_refresh_margin_s: float
-    max_retry_after_s: float
+    daily_credits: Count
+    poll_interval_s: NonNegative
+    timeout_s: PositiveNumber
+    max_retries: Count
+    backoff_base_s: NonNegative
+    backoff_max_s: NonNegative
+    token_refresh_margin_s: NonNegative
+    max_retry_after_s: PositiveNumber
 
 
-@dataclass(frozen=True)
-class ProducerSettings:
-    compression: str
-    linger_ms: int
-    batch_size: int
-    flush_timeout_s: float
-    delivery_timeout_s: float
-    max_block_s: float
-    log_every_s: float
+class ProducerSettings(Section):
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"]
+    linger_ms: Count
+    batch_size: Positive
+    flush_timeout_s: PositiveNumber
+    delivery_timeout_s: PositiveNumber
+    max_block_s: PositiveNumber
+    log_every_s: PositiveNumber
 
 
-@dataclass(frozen=True)
-class SimulatorSettings:
+class SimulatorSettings(Section):
     seed: int
-    aircraft: int
-    interval_s: float
-    anomaly_rate: float
-    ground_fraction: float
+    aircraft: Positive
+    interval_s: PositiveNumber
+    anomaly_rate: Fraction
+    ground_fraction: Fraction
 
 
-@dataclass(frozen=True)
-class MlSettings:
+class MlSettings(Section):
     model_dir: str
-    tail_quantile: float
-    contamination: float
-    model_version: str
-    arrow_batch_size: int
+    tail_quantile: Annotated[float, _between(0.5, 1, "a quantile in [0.5, 1)", high_open=True)]
+    contamination: Annotated[float, _between(0, 0.5, "a fraction in (0, 0.5]", low_open=True)]
+    model_version: Annotated[str, AfterValidator(_model_version)]
+    arrow_batch_size: Positive
     random_state: int
-    score_threshold: float
-    reload_interval_s: float
-    max_training_rows: int
+    score_threshold: Annotated[float, _between(0, 1, "0 (use the model's) or a score in (0, 1)", high_open=True)]
+    reload_interval_s: NonNegative
+    max_training_rows: Count
 
 
-@dataclass(frozen=True)
-class DashboardSettings:
-    port: int
-    refresh_s: float
-    stale_after_s: float
-    trail_minutes: float
-    trail_max_versions: int
-    play_interval_s: float
-    feed_minutes: float
-    feed_rows: int
-    trend_minutes: float
-    cache_versions: int
+class DashboardSettings(Section):
+    port: Positive
+    refresh_s: PositiveNumber
+    stale_after_s: PositiveNumber
+    trail_minutes: PositiveNumber
+    trail_max_versions: Positive
+    play_interval_s: PositiveNumber
+    feed_minutes: PositiveNumber
+    feed_rows: Positive
+    trend_minutes: PositiveNumber
+    cache_versions: Positive
 
 
-@dataclass(frozen=True)
-class MaintainSettings:
-    retention_hours: int
+class MaintainSettings(Section):
+    retention_hours: Count
     optimize: bool
     vacuum: bool
 
 
-@dataclass(frozen=True)
-class Secrets:
+class Secrets(BaseModel):
     """Credentials from the environment only. ``repr`` never shows their values."""
 
+    model_config = ConfigDict(frozen=True)
+
     opensky_client_id: str | None = None
-    opensky_client_secret: str | None = dataclasses.field(default=None, repr=False)
-    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
-    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    opensky_client_secret: str | None = Field(default=None, repr=False)
+    aws_access_key_id: str | None = Field(default=None, repr=False)
+    aws_secret_access_key: str | None = Field(default=None, repr=False)
 
     @property
     def has_opensky_credentials(self) -> bool:
         return bool(self.opensky_client_id and self.opensky_client_secret)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    """Every setting, by section. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                                      case_sensitive=False)
+
     storage: StorageSettings
     kafka: KafkaSettings
     spark: SparkSettings
@@ -237,23 +307,20 @@ class Settings:
     ml: MlSettings
     dashboard: DashboardSettings
     maintain: MaintainSettings
-    secrets: Secrets = dataclasses.field(default_factory=Secrets, repr=False)
+    secrets: Secrets = Field(default_factory=Secrets, repr=False)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys changed: ``s.replace(kafka={"topic": "t"})``."""
-        changed = {
-            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
-        }
-        return dataclasses.replace(self, **changed)
+        return self.model_copy(update={name: getattr(self, name).model_copy(update=values)
+                                       for name, values in sections.items()})
 
     def to_env(self) -> dict[str, str]:
         """Every setting as ``OPENSKY_LAKEHOUSE_*`` variables (to hand this config to a subprocess)."""
         env = {}
-        for section in _SECTIONS:
-            for f in fields(_SECTIONS[section]):
-                value = getattr(getattr(self, section), f.name)
+        for section in SECTIONS:
+            for key, value in getattr(self, section):
                 text = str(value).lower() if isinstance(value, bool) else str(value)
-                env[f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}"] = text
+                env[f"{ENV_PREFIX}{section.upper()}__{key.upper()}"] = text
         return env
 
     def child_env(self, project: str | os.PathLike | None = None) -> dict[str, str]:
@@ -266,147 +333,33 @@ class Settings:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), env.get("PYTHONPATH", "")) if p)
         return env
 
-
-_SECTIONS: dict[str, type] = {
-    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
-    for f in fields(Settings)
-    if f.name != "secrets"
-}
-
-_CHOICES = {
-    ("kafka", "starting_offsets"): ("earliest", "latest"),
-    ("spark", "log_level"): ("ERROR", "WARN", "INFO", "DEBUG"),
-    ("producer", "compression"): ("none", "gzip", "snappy", "lz4", "zstd"),
-}
-_POSITIVE = {
-    ("kafka", "partitions"),
-    ("spark", "shuffle_partitions"),
-    ("kafka", "start_timeout_s"),
-    ("simulator", "aircraft"),
-    ("simulator", "interval_s"),
-    ("ml", "arrow_batch_size"),
-    ("dashboard", "port"),
-    ("dashboard", "refresh_s"),
-    ("dashboard", "stale_after_s"),
-    ("dashboard", "trail_minutes"),
-    ("dashboard", "trail_max_versions"),
-    ("dashboard", "play_interval_s"),
-    ("dashboard", "feed_minutes"),
-    ("dashboard", "feed_rows"),
-    ("dashboard", "trend_minutes"),
-    ("dashboard", "cache_versions"),
-    ("opensky", "timeout_s"),
-    ("opensky", "max_retry_after_s"),
-    ("producer", "batch_size"),
-    ("producer", "flush_timeout_s"),
-    ("producer", "delivery_timeout_s"),
-    ("producer", "max_block_s"),
-    ("producer", "log_every_s"),
-}
-_NON_NEGATIVE = {
-    ("kafka", "controller_port"),
-    ("kafka", "max_offsets_per_trigger"),
-    ("opensky", "daily_credits"),
-    ("opensky", "poll_interval_s"),
-    ("ml", "reload_interval_s"),
-    ("ml", "max_training_rows"),
-    ("opensky", "max_retries"),
-    ("opensky", "backoff_base_s"),
-    ("opensky", "backoff_max_s"),
-    ("opensky", "token_refresh_margin_s"),
-    ("producer", "linger_ms"),
-    ("maintain", "retention_hours"),
-    ("validation", "time_position_max_ahead_s"),
-    ("silver", "max_files_per_trigger"),
-    ("gold", "max_files_per_trigger"),
-}
-_DURATIONS = {
-    ("streaming", "bronze_trigger"),
-    ("streaming", "silver_trigger"),
-    ("streaming", "gold_trigger"),
-    ("streaming", "pipeline_trigger"),
-    ("silver", "dedup_watermark"),
-    ("gold", "live_window"),
-    ("gold", "window_duration"),
-    ("gold", "window_watermark"),
-    ("gold", "state_retention"),
-}
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what load_settings hands in (the YAML layers and the environment it resolved).
+        return (init_settings,)
 
 
-def _coerce(section: str, key: str, kind: type, raw: Any) -> Any:
-    name = f"{section}.{key}"
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-    if kind is int:
-        try:
-            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-                raise ValueError
-            return int(str(raw).strip())
-        except ValueError:
-            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
-    if kind is float:
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            return float(str(raw).strip())
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-    if raw is None:
-        return ""
-    return str(raw)
+SECTIONS: tuple[str, ...] = tuple(name for name in Settings.model_fields if name != "secrets")
 
 
-def _check(section: str, key: str, value: Any) -> None:
-    name = f"{section}.{key}"
-    allowed = _CHOICES.get((section, key))
-    if allowed and value not in allowed:
-        raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
-    if (section, key) in _POSITIVE and value <= 0:
-        raise ConfigError(f"{name}: expected a number greater than 0, got {value!r}")
-    if (section, key) in _NON_NEGATIVE and value < 0:
-        raise ConfigError(f"{name}: expected a number of 0 or more, got {value!r}")
-    if (section, key) in _DURATIONS and not _DURATION.match(value.strip()):
-        raise ConfigError(f"{name}: expected a duration such as '30 seconds' or '5 minutes', got {value!r}")
-    if (section, key) == ("kafka", "bootstrap_servers"):
-        for server in value.split(","):
-            host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(f"kafka.bootstrap_servers: expected host:port[,host:port...], got {value!r}")
-    if (section, key) == ("spark", "extra_conf") and value.strip():
-        for item in re.split(r",\s*(?=spark\.)", value.strip()):
-            k, eq, _ = item.partition("=")
-            if not eq or not re.fullmatch(r"spark\.[A-Za-z0-9._-]+", k.strip()):
-                raise ConfigError(f"spark.extra_conf: expected 'spark.key=value[, spark.key=value...]', got {item!r}")
-    if (section, key) == ("kafka", "topic") and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
-        raise ConfigError(f"kafka.topic: expected 1-249 of letters, digits, '.', '_', '-', got {value!r}")
-    if (section, key) in (("simulator", "anomaly_rate"), ("simulator", "ground_fraction")) and not 0 <= value <= 1:
-        raise ConfigError(f"{name}: expected a fraction between 0 and 1, got {value!r}")
-    if (section, key) == ("ml", "contamination") and not 0 < value <= 0.5:
-        raise ConfigError(f"ml.contamination: expected a fraction in (0, 0.5], got {value!r}")
-    if (section, key) == ("ml", "tail_quantile") and not 0.5 <= value < 1:
-        raise ConfigError(f"ml.tail_quantile: expected a quantile in [0.5, 1), got {value!r}")
-    if (section, key) == ("ml", "score_threshold") and not 0 <= value < 1:
-        raise ConfigError(f"ml.score_threshold: expected 0 (use the model's) or a score in (0, 1), got {value!r}")
-    if (section, key) == ("ml", "model_version") and value and not re.fullmatch(r"v\d{4,}", value):
-        raise ConfigError(f"ml.model_version: expected empty (newest) or a version such as v0003, got {value!r}")
-    if (section, key) == ("opensky", "bbox") and value.strip():
-        parts = value.split(",")
-        try:
-            lamin, lomin, lamax, lomax = (float(p) for p in parts)
-        except ValueError:
-            raise ConfigError(f"opensky.bbox: expected 'lamin,lomin,lamax,lomax' in degrees, got {value!r}") from None
-        if not (-90 <= lamin < lamax <= 90 and -180 <= lomin < lomax <= 180):
-            raise ConfigError(f"opensky.bbox: expected -90<=lamin<lamax<=90 and -180<=lomin<lomax<=180, got {value!r}")
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (``.env`` under the process
+    environment, or a test's) instead of ``os.environ``."""
+
+    def __init__(self, settings_cls, environ: Mapping[str, str]):
+        self._given = {k.lower(): v for k, v in environ.items()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._given
 
 
-def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
+def _check_yaml(path: Path) -> None:
+    """One line for what pydantic would report less plainly: a missing or broken file, a section
+    or key that does not exist."""
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -417,32 +370,51 @@ def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections")
     for section, values in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(f"{section}: unknown section in {path}; allowed: {', '.join(_SECTIONS)}")
+        if section not in SECTIONS:
+            raise ConfigError(f"{section}: unknown section in {path}; allowed: {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{section}: expected a mapping of keys in {path}")
-        known = {f.name for f in fields(_SECTIONS[section])}
+        known = Settings.model_fields[section].annotation.model_fields
         for key in values:
             if key not in known:
                 raise ConfigError(f"{section}.{key}: unknown setting in {path}; allowed: {', '.join(sorted(known))}")
-    return data
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name in (PROFILE_ENV, CONFIG_ENV):
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        if section not in SECTIONS or key not in Settings.model_fields[section].annotation.model_fields:
+            raise ConfigError(f"{name}: no such setting (expected {ENV_PREFIX}<SECTION>__<KEY> of conf/default.yaml)")
+
+
+def _one_line(error: ValidationError) -> str:
+    """The first error as ``section.key: expected ..., got <value>``."""
+    first = error.errors()[0]
+    name = ".".join(str(part) for part in first["loc"])
+    kind, ctx = first["type"], first.get("ctx", {})
+    if kind == "missing":
+        return f"{name}: missing (add it to conf/default.yaml)"
+    expected = {
+        "int_parsing": "expected a whole number", "int_from_float": "expected a whole number",
+        "int_type": "expected a whole number", "float_parsing": "expected a number", "float_type": "expected a number",
+        "bool_parsing": "expected true or false", "bool_type": "expected true or false",
+        "greater_than": f"expected a number greater than {ctx.get('gt', 0):g}",
+        "greater_than_equal": f"expected a number of {ctx.get('ge', 0):g} or more",
+        "literal_error": "expected one of " + str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", "),
+        "extra_forbidden": "unknown setting",
+    }.get(kind, first["msg"].removeprefix("Value error, "))
+    return f"{name}: {expected}, got {first.get('input')!r}"
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
     """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes."""
-    values: dict[str, str] = {}
+    from dotenv import dotenv_values
+
     if not path.is_file():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def load_settings(
@@ -455,7 +427,6 @@ def load_settings(
     environ = dict(read_dotenv(Path(dotenv))) if dotenv else {}
     environ.update(os.environ if env is None else env)
 
-    merged: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     layers = [CONF_DIR / "default.yaml"]
     profile = profile or environ.get(PROFILE_ENV) or None
     if profile:
@@ -468,36 +439,24 @@ def load_settings(
     if config_file:
         layers.append(Path(config_file))
     for layer in layers:
-        for section, values in _read_yaml(layer).items():
-            merged[section].update(values)
+        _check_yaml(layer)
+    _check_environment(environ)
 
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name or name in (PROFILE_ENV, CONFIG_ENV):
-            continue
-        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-        if section not in _SECTIONS or key not in {f.name for f in fields(_SECTIONS[section])}:
-            raise ConfigError(f"{name}: no such setting (expected {ENV_PREFIX}<SECTION>__<KEY> of conf/default.yaml)")
-        merged[section][key] = raw
-
-    built = {}
-    for section, cls in _SECTIONS.items():
-        values = {}
-        for f in fields(cls):
-            if f.name not in merged[section]:
-                raise ConfigError(f"{section}.{f.name}: missing (add it to conf/default.yaml)")
-            kind = {"str": str, "int": int, "float": float, "bool": bool}.get(str(f.type), f.type)
-            value = _coerce(section, f.name, kind, merged[section][f.name])
-            _check(section, f.name, value)
-            values[f.name] = value
-        built[section] = cls(**values)
-
+    files = YamlConfigSettingsSource(Settings, yaml_file=layers, deep_merge=True)()
+    variables = _Environment(Settings, {k: v for k, v in environ.items()
+                                        if k.startswith(ENV_PREFIX) and k not in (PROFILE_ENV, CONFIG_ENV)})()
+    merged = {s: {**files.get(s, {}), **variables.get(s, {})} for s in SECTIONS}
+    merged = {s: {k: ("" if v is None else v) for k, v in values.items()} for s, values in merged.items()}
     secrets = Secrets(
         opensky_client_id=environ.get("OPENSKY_CLIENT_ID") or None,
         opensky_client_secret=environ.get("OPENSKY_CLIENT_SECRET") or None,
         aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
         aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
     )
-    return Settings(**built, secrets=secrets)
+    try:
+        return Settings(**merged, secrets=secrets)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
 
 
 def resolve_path(path: str, base: str | None = None) -> str:
