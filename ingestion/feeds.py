@@ -264,10 +264,7 @@ def run_opensky(args, settings, emitter: Emitter, stop: Stop) -> int:
 
     cfg = settings.opensky
     if args.bbox:
-        from lakehouse.settings import _check
-
-        _check("opensky", "bbox", args.bbox)
-        cfg = settings.replace(opensky={"bbox": args.bbox}).opensky
+        cfg = settings.replace(opensky={"bbox": args.bbox}).opensky  # a wrong --bbox: ConfigError, exit 2
     session = requests.Session()
     tokens = None
     if settings.secrets.has_opensky_credentials:

@@ -310,9 +310,16 @@ class Settings(BaseSettings):
     secrets: Secrets = Field(default_factory=Secrets, repr=False)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
-        """Return a copy with some keys changed: ``s.replace(kafka={"topic": "t"})``."""
-        return self.model_copy(update={name: getattr(self, name).model_copy(update=values)
-                                       for name, values in sections.items()})
+        """Return a copy with some keys changed: ``s.replace(kafka={"topic": "t"})``; the new values
+        are checked as a loaded one is (:class:`ConfigError`, one line, on a wrong one)."""
+        changed = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            try:
+                changed[name] = type(current).model_validate({**current.model_dump(), **values})
+            except ValidationError as exc:
+                raise ConfigError(_one_line(exc, name)) from None
+        return self.model_copy(update=changed)
 
     def to_env(self) -> dict[str, str]:
         """Every setting as ``OPENSKY_LAKEHOUSE_*`` variables (to hand this config to a subprocess)."""
@@ -389,10 +396,10 @@ def _check_environment(environ: Mapping[str, str]) -> None:
             raise ConfigError(f"{name}: no such setting (expected {ENV_PREFIX}<SECTION>__<KEY> of conf/default.yaml)")
 
 
-def _one_line(error: ValidationError) -> str:
+def _one_line(error: ValidationError, section: str | None = None) -> str:
     """The first error as ``section.key: expected ..., got <value>``."""
     first = error.errors()[0]
-    name = ".".join(str(part) for part in first["loc"])
+    name = ".".join(str(part) for part in ((section,) if section else ()) + tuple(first["loc"]))
     kind, ctx = first["type"], first.get("ctx", {})
     if kind == "missing":
         return f"{name}: missing (add it to conf/default.yaml)"

@@ -77,13 +77,10 @@ def _run(settings, extra_env: dict[str, str], worker_pid: int | None = None) -> 
     batches = [(int(m.group(1)), float(m.group(2))) for m in
                re.finditer(r"bronze batch \d+: (\d+) rows, [\d,]+ rows/s, ([\d.]+) s", stderr)]
     # The rows that landed, from the table itself (a progress event can be lost at exit).
-    from dataclasses import replace
-
     from lakehouse.delta_rs import table_info
 
-    reader = replace(settings, secrets=replace(settings.secrets,
-                                               aws_access_key_id=extra_env.get("AWS_ACCESS_KEY_ID"),
-                                               aws_secret_access_key=extra_env.get("AWS_SECRET_ACCESS_KEY")))
+    reader = settings.replace(secrets={"aws_access_key_id": extra_env.get("AWS_ACCESS_KEY_ID"),
+                                       "aws_secret_access_key": extra_env.get("AWS_SECRET_ACCESS_KEY")})
     rows = table_info(reader, "bronze.opensky_states")["rows"]
     # The query's own time: from "started" to "processed everything available" (log clock).
     stamps = [_seconds(m.group(1)) for m in re.finditer(

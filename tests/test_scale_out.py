@@ -177,11 +177,8 @@ def _cluster_env(s3) -> dict[str, str]:
 
 
 def _with_secrets(settings, s3):
-    from dataclasses import replace
-
-    return replace(settings, secrets=replace(
-        settings.secrets, aws_access_key_id=s3.credentials["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=s3.credentials["AWS_SECRET_ACCESS_KEY"]))
+    return settings.replace(secrets={"aws_access_key_id": s3.credentials["AWS_ACCESS_KEY_ID"],
+                                     "aws_secret_access_key": s3.credentials["AWS_SECRET_ACCESS_KEY"]})
 
 
 def _read(settings, name: str, columns: list[str]):

@@ -82,3 +82,12 @@ def test_cli_wrong_value_is_one_line_exit_2():
     assert len(lines) == 1, result.stderr
     assert "kafka.partitions" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_replace_checks_the_new_values_as_loading_does():
+    s = load_settings(env={}, dotenv=None)
+    assert s.replace(kafka={"topic": "t2"}).kafka.topic == "t2" and s.kafka.topic != "t2"
+    with pytest.raises(ConfigError, match=r"^opensky\.bbox: expected"):
+        s.replace(opensky={"bbox": "1,2"})
+    with_keys = s.replace(secrets={"aws_access_key_id": "AKIA", "aws_secret_access_key": "hunter2-secret"})
+    assert with_keys.secrets.aws_access_key_id == "AKIA" and "hunter2-secret" not in repr(with_keys)
