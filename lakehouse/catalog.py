@@ -79,6 +79,10 @@ _SCORED_COLUMNS = """, rules array<string>, rule_anomaly boolean, anomaly_score 
 # release, so last in each: lakehouse.table_setup.ADDED_COLUMNS adds it to older tables in place.
 _EXPLAINED = ", ml_reason string"
 
+# Which batch's state a row of gold._state belongs to (one more per batch; the newest generation
+# is the state). Added after the table's first release: older rows read null.
+_GENERATION = ", generation bigint"
+
 # An open window's states of one aircraft (and origin country), summed: what the window tables
 # need to be exact (distinct aircraft, reports, averages as sum / count) without keeping the states.
 _WINDOW_PARTIAL_COLUMNS = """, window_start timestamp, window_end timestamp, reports bigint,
@@ -164,10 +168,12 @@ TABLES: dict[str, Table] = {
         Table(
             name="gold._state",
             partition_by=(),
-            keys=("kind", "icao24", "event_time", "window_start", "origin_country"),
-            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS + _WINDOW_PARTIAL_COLUMNS + _EXPLAINED,
+            keys=("generation", "kind", "icao24", "event_time", "window_start", "origin_country"),
+            schema="kind string, " + _STATE_COLUMNS + _SCORED_COLUMNS + _WINDOW_PARTIAL_COLUMNS + _EXPLAINED
+            + _GENERATION,
             description="Gold job state: each aircraft's last state (kind 'last') and, per window not "
-            "closed yet, each aircraft's states summed (kind 'window'); rewritten each batch.",
+            "closed yet, each aircraft's states summed (kind 'window'); one generation of rows per batch, "
+            "appended, the newest is the state (older ones dropped every few batches).",
         ),
     )
 }

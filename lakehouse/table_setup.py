@@ -57,7 +57,7 @@ MIGRATIONS = {
 ADDED_COLUMNS = {
     "gold.live_flights": ("ml_reason",),
     "gold.anomalies": ("ml_reason",),
-    "gold._state": ("ml_reason",),
+    "gold._state": ("ml_reason", "generation"),
 }
 
 

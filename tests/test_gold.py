@@ -107,3 +107,37 @@ def test_gold_equals_pandas_with_a_window_split_over_micro_batches(spark, lake):
     assert f"FLIGHTS_V1 {len(first)}" in out.stdout, out.stderr[-3000:]
     assert f"LIVE_VERSIONS {delta_version(lake, 'gold.live_flights') + 1}" in out.stdout
     assert f"ANOMALIES {len(flagged)}" in out.stdout
+
+
+def test_the_state_is_appended_a_generation_per_batch_and_compacted(spark, lake, monkeypatch):
+    """``gold._state`` gets one generation of rows per batch, appended (no overwrite's listing of
+    the table's files), an overwrite every ``STATE_GENERATIONS``-th; a batch that reads the table
+    (a process's first, a replay) takes the newest generation: the tables are those of the pandas
+    computation whatever the split."""
+    monkeypatch.setattr(gold, "STATE_GENERATIONS", 2)
+    states = traffic()
+    bounds = [T0 + 100, T0 + 200, T0 + 300]
+    parts = [[s for s in states if lo < s["time_position"] <= hi]
+             for lo, hi in zip([T0 - 1, *bounds], [*bounds, T0 + 10_000], strict=True)]
+    state_path = table_path(lake, gold.STATE)
+    for i, part in enumerate(parts):
+        if i >= 2:  # as a new process would: read gold._state, not the rows this one wrote
+            gold._WRITTEN.clear()
+        if i == 2:  # generations 1 and 2 are in the table: the newest is the state
+            assert sorted(set(DeltaTable(state_path).to_pandas(columns=["generation"])["generation"])) == [1, 2]
+        produce(lake, as_records(part))
+        pipeline_once(spark, lake)
+    writes = [h for h in reversed(DeltaTable(state_path).history()) if h["operation"] == "WRITE"]
+    assert [h["operationParameters"]["mode"] for h in writes] == ["Overwrite", "Append", "Overwrite", "Append"]
+    assert sorted(set(DeltaTable(state_path).to_pandas(columns=["generation"])["generation"])) == [3, 4]
+
+    expected = ref.frame(states)
+    expected["rules"] = ref.rules(expected, lake.rules)
+    stats, countries = ref.closed_windows(expected)
+    assert_same(read(lake, "gold.window_stats"), stats, ["window_start"])
+    assert_same(read(lake, "gold.country_counts"), countries, ["window_start", "origin_country"])
+    live = ref.live_flights(expected)
+    assert_same(read(lake, "gold.live_flights"), live.assign(event_time=live["time_position"])[
+        ["icao24", "event_time", "latitude", "longitude"]], ["icao24"])
+    flagged = expected[expected["rules"].str.len() > 0]
+    assert len(read(lake, "gold.anomalies")) == len(flagged)

@@ -184,8 +184,8 @@ def test_a_state_table_from_before_partials_is_read_as_partials(spark, scored, b
     old_state.write.format("delta").save(path)
     legacy = spark.read.format("delta").load(path)
     assert is_legacy_state(legacy)
-    write_delta(new_state.select(*G.STATE.columns), path, "gold-test", 0, mode="overwrite", replay=False,
-                options={"overwriteSchema": "true"})
+    write_delta(new_state.select(*G.STATE_ROW_COLUMNS).withColumn("generation", F.lit(1).cast("bigint")), path, "gold-test", 0,
+                mode="overwrite", replay=False, options={"overwriteSchema": "true"})
     migrated = spark.read.format("delta").load(path)
     assert not is_legacy_state(migrated) and migrated.columns == G.STATE.columns
     assertDataFrameEqual(open_partials(migrated, base_settings.gold.window_duration), G.window_partials(windowed))

@@ -7,7 +7,8 @@ One streaming query reads silver as a Delta stream; one handler, :func:`write_go
 scores the new states (rules, then the scoring step) and writes every gold table. The job's
 state lives in ``gold._state`` (Delta): each aircraft's last state (``kind = 'last'``, for
 ``position_jump`` across micro-batches and for the live view) and, for each window not closed
-yet, each aircraft's states summed (``kind = 'window'``, see ``lakehouse.transforms.gold``).
+yet, each aircraft's states summed (``kind = 'window'``, see ``lakehouse.transforms.gold``);
+each batch appends its state as the table's next ``generation`` (:func:`read_state`).
 Windows close when their end is at or before the newest event time minus
 ``gold.window_watermark``; a state arriving for a window already closed is counted in the log
 ("late") and left out of the window tables (it is still in silver, live and anomalies).
@@ -52,24 +53,41 @@ CRASH_POINTS = ("before_write", "after_live_flights", "after_anomalies", "after_
 MODEL_LOG_RETAINED = 100
 
 
+# gold._state is appended to: each batch adds its state as one generation of rows (``generation``
+# one more than the state it read), and the newest generation is the state. An append is one
+# Delta commit; an overwrite must first list the files it removes, a rebuild of the table's
+# Delta state (four Spark jobs: 0.5-0.8 s of a trigger at 1,000 states/s). Every
+# STATE_GENERATIONS-th generation, and the first a process writes after reading a state of no
+# generation (an older version's), is written as an overwrite that keeps only itself.
+STATE_GENERATIONS = 20
+
 # The state each gold app wrote last, kept between the micro-batches of one process:
 # (state table, app) -> (batch id, its rows as written, materialized). The batch after it reads
 # these instead of gold._state (a Delta snapshot, a scan and a cache: 0.7 s a trigger at 1,000
 # states/s); any other batch (a process's first, a replay) reads the table. Only with a local
 # master: the rows are a local checkpoint, blocks of executors that a cluster may lose.
-_WRITTEN: dict[tuple[str, str], tuple[int, DataFrame]] = {}
+_WRITTEN: dict[tuple[str, str], tuple[int, DataFrame, int]] = {}
 
 
-def read_state(spark, settings: Settings, app: str, batch_id: int, release: list) -> DataFrame:
-    """``gold._state`` as batch ``batch_id`` starts: the rows the previous batch of this process
-    wrote, or else the table, cached (appended to ``release``)."""
+def read_state(spark, settings: Settings, app: str, batch_id: int, release: list) -> tuple[DataFrame, int]:
+    """``gold._state`` as batch ``batch_id`` starts and its generation (0: none, or a table
+    written before generations): the rows the previous batch of this process wrote, or else the
+    table's newest generation, cached (appended to ``release``)."""
     path = table_path(settings, STATE)
     written = _WRITTEN.pop((path, app), None)
     if written is not None and written[0] == batch_id - 1:
-        return written[1]
-    state = spark.read.format("delta").load(path).persist()
+        return written[1], written[2]
+    table = spark.read.format("delta").load(path)
+    generation = table.agg(F.max("generation")).first()[0] if "generation" in table.columns else None
+    state = (table if generation is None else table.where(F.col("generation") == generation)).persist()
     release.append(state)
-    return state
+    return state, generation or 0
+
+
+def state_write_mode(generation: int, read: int) -> str:
+    """How the state of ``generation`` (read from a state of generation ``read``) is written:
+    ``append``, or ``overwrite`` to drop the generations before it."""
+    return "overwrite" if read == 0 or (generation - 1) % STATE_GENERATIONS == 0 else "append"
 
 
 def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int):
@@ -175,6 +193,7 @@ class GoldBatch:
     open_windows: DataFrame  # the state's open windows' partials
     closes: bool  # whether a window closes in this batch
     newest: object  # the newest event time seen, this batch included
+    generation: int  # of the state read (``read_state``); this batch writes the next
     migrate: bool
     message: str
     cached: list  # the DataFrames persisted for this batch (all read gold._state): released before its write
@@ -199,7 +218,7 @@ class GoldBatch:
         closing = buffer.where(is_closed)
         still_open = buffer.where(~is_closed).withColumn("kind", F.lit("window"))
         state = (self.latest.withColumn("kind", F.lit("last"))
-                 .unionByName(still_open, allowMissingColumns=True).select(*gold_steps.STATE.columns))
+                 .unionByName(still_open, allowMissingColumns=True).select(*gold_steps.STATE_ROW_COLUMNS))
         # An append of no rows is still a Delta commit (0.2-0.9 s each): skipped. Most batches
         # flag nothing and close no window (one closes every window_duration).
         for name, df, rows in (("gold.anomalies", self.anomalies, self.n_anomalies),
@@ -212,14 +231,17 @@ class GoldBatch:
         # with their lineage cut and this batch's caches released first: a Delta write makes Spark
         # re-plan every cached plan that reads the table written (a file-listing job each: ~1 s a
         # batch at 1,000 states/s for caches that are never read again).
-        step("write state")
-        rows = state.localCheckpoint(eager=True)
+        step("state rows")
+        generation = self.generation + 1
+        rows = state.withColumn("generation", F.lit(generation).cast("bigint")).localCheckpoint(eager=True)
         for df in reversed(self.cached):
             df.unpersist()
+        step("write state")
         path = table_path(self.settings, STATE)
-        writes(rows, path, self.app, mode="overwrite", options={"overwriteSchema": "true"} if self.migrate else None)
+        mode = "overwrite" if self.migrate else state_write_mode(generation, self.generation)
+        writes(rows, path, self.app, mode=mode, options={"overwriteSchema": "true"} if self.migrate else None)
         if not writes.replay and rows.sparkSession.sparkContext.master.startswith("local"):
-            _WRITTEN[(path, self.app)] = (self.batch_id, rows)  # what the table holds now
+            _WRITTEN[(path, self.app)] = (self.batch_id, rows, generation)  # the table's newest generation now
         crash_point("gold", self.batch_id, "after_state")
         log.info(self.message + (f", {self.n_late} late for closed windows" if self.n_late else ""))
 
@@ -232,7 +254,7 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     spark = batch_df.sparkSession
     cfg = settings.gold
     step("read state")
-    state = read_state(spark, settings, app, batch_id, release)
+    state, generation = read_state(spark, settings, app, batch_id, release)
     last = state.where("kind = 'last'").select(*gold_steps.SCORED_COLUMNS)
     open_windows = open_partials(state, cfg.window_duration)
     migrate = is_legacy_state(state)
@@ -269,7 +291,7 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
                      live_flights=gold_steps.to_live_flights(latest, gold_steps.before(newest, cfg.live_window)),
                      anomalies=gold_steps.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
                      windowed=windowed, n_late=summary["late"], open_windows=open_windows, closes=closes,
-                     newest=newest, migrate=migrate, message=message, cached=[state, scored, latest])
+                     newest=newest, generation=generation, migrate=migrate, message=message, cached=[state, scored, latest])
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:

@@ -39,7 +39,9 @@ STATE = table("gold._state")
 SCORED_COLUMNS = [c for c in LIVE.columns if c != "updated_at"]
 # One open window's states of one aircraft, summed (the ``kind = 'window'`` rows of the state).
 PARTIAL_KEYS = ["window_start", "window_end", "icao24", "origin_country"]
-PARTIAL_COLUMNS = [c for c in STATE.columns if c not in SCORED_COLUMNS or c in PARTIAL_KEYS][1:]
+# A state row as the job computes it; writing it adds its ``generation`` (lakehouse.jobs.gold).
+STATE_ROW_COLUMNS = [c for c in STATE.columns if c != "generation"]
+PARTIAL_COLUMNS = [c for c in STATE_ROW_COLUMNS if c not in SCORED_COLUMNS or c in PARTIAL_KEYS][1:]
 _AVERAGED = ("velocity", "vertical_rate", "baro_altitude")
 UNKNOWN_COUNTRY = "unknown"
 
