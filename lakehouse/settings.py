@@ -268,6 +268,7 @@ class DashboardSettings(Section):
 
 class MaintainSettings(Section):
     retention_hours: Count
+    live_retention_hours: Count
     optimize: bool
     vacuum: bool
 

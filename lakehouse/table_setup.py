@@ -32,8 +32,19 @@ def checkpoint_interval(name: str) -> int:
     return EVERY_BATCH_CHECKPOINT_INTERVAL if name in EVERY_BATCH_TABLES else CHECKPOINT_INTERVAL
 
 
+LIVE_TABLE = "gold.live_flights"
+
+
+def retention_hours(settings: Settings, name: str, hours: float | None = None) -> float:
+    """Hours of time travel the table ``name`` keeps: ``hours`` (default
+    ``maintain.retention_hours``), and at most ``maintain.live_retention_hours`` for
+    :data:`LIVE_TABLE` (a whole snapshot per version)."""
+    hours = settings.maintain.retention_hours if hours is None else hours
+    return min(hours, settings.maintain.live_retention_hours) if name == LIVE_TABLE else hours
+
+
 def table_properties(settings: Settings, name: str) -> dict[str, str]:
-    hours = settings.maintain.retention_hours
+    hours = retention_hours(settings, name)
     return {
         "delta.checkpointInterval": str(checkpoint_interval(name)),
         "delta.logRetentionDuration": f"interval {max(hours, 1)} hours",

@@ -49,6 +49,9 @@ def test_maintain_compacts_vacuums_and_every_table_stays_readable(spark, lake):
         config = DeltaTable(table_path(lake, name)).metadata().configuration
         assert config["delta.dataSkippingStatsColumns"] == ",".join(TABLES[name].keys), name
         assert config["delta.checkpointInterval"] == ("100" if name in EVERY_BATCH_TABLES else "10"), name
+        # gold.live_flights (a whole snapshot per version) keeps a shorter history than the others
+        hours = lake.maintain.live_retention_hours if name == "gold.live_flights" else lake.maintain.retention_hours
+        assert config["delta.logRetentionDuration"] == f"interval {hours} hours", name
     adds = pa.table(DeltaTable(table_path(lake, "silver.flights")).get_add_actions(flatten=True)).to_pydict()
     assert adds["min.event_time"][0] is not None and adds["max.icao24"][0] is not None
     assert not {c for c in adds if c.startswith("min.")} - {"min.icao24", "min.event_time"}
@@ -147,15 +150,29 @@ def test_gold_tables_from_before_ml_reason_get_the_column_in_place(spark, lake):
     from lakehouse.catalog import table
     from lakehouse.table_setup import ADDED_COLUMNS
 
-    for name in ADDED_COLUMNS:
+    for name, added in ADDED_COLUMNS.items():  # a table that old has none of the columns added since
         spec = table(name)
-        old = spark.createDataFrame([], spec.schema).drop("ml_reason")
+        old = spark.createDataFrame([], spec.schema).drop(*added)
         old.write.format("delta").partitionBy(*spec.partition_by).save(table_path(lake, name))
         assert "ml_reason" not in DeltaTable(table_path(lake, name)).schema().to_arrow().names
     produce(lake, replay_records(list(read_replay([FIXTURE]))[:5]))
     assert run_layers(lake, list(LAYERS), once=True) == 0
-    for name in ADDED_COLUMNS:
+    for name, added in ADDED_COLUMNS.items():
         names = DeltaTable(table_path(lake, name)).schema().to_arrow().names
-        assert names[-1] == "ml_reason" and names == table(name).columns, name
+        assert names[-len(added):] == list(added) and names == table(name).columns, name
     live = DeltaTable(table_path(lake, "gold.live_flights")).to_pandas(columns=["icao24", "ml_reason"])
     assert len(live) > 0 and live.ml_reason.isna().all()  # no model: nothing to explain
+
+
+def test_the_live_map_keeps_at_most_its_own_hours_of_history(lake):
+    """``gold.live_flights`` keeps ``maintain.live_retention_hours`` at most; the other tables what
+    is asked (``--retention-hours`` included), and a shorter ask shortens the live map's too."""
+    from lakehouse.table_setup import retention_hours
+
+    live, week = lake.maintain.live_retention_hours, lake.maintain.retention_hours
+    assert live < week
+    assert retention_hours(lake, "gold.live_flights") == live
+    assert retention_hours(lake, "silver.flights") == week
+    assert retention_hours(lake, "gold.live_flights", 500) == live
+    assert retention_hours(lake, "gold.anomalies", 500) == 500
+    assert retention_hours(lake, "gold.live_flights", 2) == 2

@@ -3,7 +3,8 @@
 
 For each existing table of the catalog (internal bookkeeping tables included): OPTIMIZE compacts
 the small files every micro-batch leaves; VACUUM deletes data files no version younger than the
-retention needs (``maintain.retention_hours``, default 168: seven days of time travel kept). The
+retention needs (``maintain.retention_hours``, default 168: seven days of time travel kept; at most
+``maintain.live_retention_hours``, default 24, for ``gold.live_flights``, a whole snapshot per version). The
 log stays short by itself: every table is written with a checkpoint each 10 commits (100 for the
 tables every micro-batch commits to) and a log retention equal to the same hours, and statistics of its keys only
 (``lakehouse.table_setup.table_properties``); a table whose properties differ from the configuration
@@ -32,7 +33,8 @@ log = logging.getLogger("lakehouse.maintain")
 def configure(parser) -> None:
     parser.add_argument("--table", action="append", metavar="NAME", help="only this table (repeatable)")
     parser.add_argument("--retention-hours", type=float, metavar="H",
-                        help="time travel kept by VACUUM (default: maintain.retention_hours)")
+                        help="time travel kept by VACUUM (default: maintain.retention_hours; "
+                             "gold.live_flights at most maintain.live_retention_hours)")
     parser.add_argument("--no-optimize", action="store_true", help="skip compaction")
     parser.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
 
@@ -139,7 +141,7 @@ def _maintain_one(spark, settings, name: str, hours: float, optimize: bool, vacu
     from delta.tables import DeltaTable
 
     from lakehouse.catalog import table_path
-    from lakehouse.table_setup import migrate_table, table_properties
+    from lakehouse.table_setup import migrate_table, retention_hours, table_properties
 
     path = table_path(settings, name)
     out: dict = {}
@@ -158,7 +160,7 @@ def _maintain_one(spark, settings, name: str, hours: float, optimize: bool, vacu
         metrics = dt.optimize().executeCompaction().select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
         out["optimize"] = {"files_added": metrics["numFilesAdded"], "files_removed": metrics["numFilesRemoved"]}
     if vacuum:
-        dt.vacuum(float(hours))
+        dt.vacuum(float(retention_hours(settings, name, hours)))
         # Delta records what it deleted in its VACUUM END commit; a DRY RUN to count first would
         # list every file of the table a second time.
         end = (dt.history(5).where("operation = 'VACUUM END'").orderBy("version", ascending=False)
