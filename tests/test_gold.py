@@ -120,16 +120,20 @@ def test_the_state_is_appended_a_generation_per_batch_and_compacted(spark, lake,
     parts = [[s for s in states if lo < s["time_position"] <= hi]
              for lo, hi in zip([T0 - 1, *bounds], [*bounds, T0 + 10_000], strict=True)]
     state_path = table_path(lake, gold.STATE)
+
+    def generations() -> list[int]:
+        return sorted(set(DeltaTable(state_path).to_pandas(columns=["generation"])["generation"]))
+
     for i, part in enumerate(parts):
         if i >= 2:  # as a new process would: read gold._state, not the rows this one wrote
             gold._WRITTEN.clear()
         if i == 2:  # generations 1 and 2 are in the table: the newest is the state
-            assert sorted(set(DeltaTable(state_path).to_pandas(columns=["generation"])["generation"])) == [1, 2]
+            assert generations() == [1, 2]
         produce(lake, as_records(part))
         pipeline_once(spark, lake)
     writes = [h for h in reversed(DeltaTable(state_path).history()) if h["operation"] == "WRITE"]
     assert [h["operationParameters"]["mode"] for h in writes] == ["Overwrite", "Append", "Overwrite", "Append"]
-    assert sorted(set(DeltaTable(state_path).to_pandas(columns=["generation"])["generation"])) == [3, 4]
+    assert generations() == [3, 4]
 
     expected = ref.frame(states)
     expected["rules"] = ref.rules(expected, lake.rules)

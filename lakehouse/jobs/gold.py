@@ -66,22 +66,21 @@ STATE_GENERATIONS = 20
 # these instead of gold._state (a Delta snapshot, a scan and a cache: 0.7 s a trigger at 1,000
 # states/s); any other batch (a process's first, a replay) reads the table. Only with a local
 # master: the rows are a local checkpoint, blocks of executors that a cluster may lose.
-_WRITTEN: dict[tuple[str, str], tuple[int, DataFrame, int]] = {}
+_WRITTEN: dict[tuple[str, str], tuple[int, DataFrame]] = {}
 
 
-def read_state(spark, settings: Settings, app: str, batch_id: int, release: list) -> tuple[DataFrame, int]:
-    """``gold._state`` as batch ``batch_id`` starts and its generation (0: none, or a table
-    written before generations): the rows the previous batch of this process wrote, or else the
-    table's newest generation, cached (appended to ``release``)."""
+def read_state(spark, settings: Settings, app: str, batch_id: int, release: list) -> DataFrame:
+    """``gold._state`` as batch ``batch_id`` starts: the rows the previous batch of this process
+    wrote, or else the table's newest generation (all of it when it predates generations: null),
+    cached (appended to ``release``)."""
     path = table_path(settings, STATE)
     written = _WRITTEN.pop((path, app), None)
     if written is not None and written[0] == batch_id - 1:
-        return written[1], written[2]
+        return written[1]
     table = spark.read.format("delta").load(path)
-    generation = table.agg(F.max("generation")).first()[0] if "generation" in table.columns else None
-    state = (table if generation is None else table.where(F.col("generation") == generation)).persist()
+    state = table.where(F.col("generation").eqNullSafe(table.agg(F.max("generation")).scalar())).persist()
     release.append(state)
-    return state, generation or 0
+    return state
 
 
 def state_write_mode(generation: int, read: int) -> str:
@@ -193,7 +192,7 @@ class GoldBatch:
     open_windows: DataFrame  # the state's open windows' partials
     closes: bool  # whether a window closes in this batch
     newest: object  # the newest event time seen, this batch included
-    generation: int  # of the state read (``read_state``); this batch writes the next
+    generation: int  # of the state read (0: none, or from before generations); this batch writes the next
     migrate: bool
     message: str
     cached: list  # the DataFrames persisted for this batch (all read gold._state): released before its write
@@ -241,7 +240,7 @@ class GoldBatch:
         mode = "overwrite" if self.migrate else state_write_mode(generation, self.generation)
         writes(rows, path, self.app, mode=mode, options={"overwriteSchema": "true"} if self.migrate else None)
         if not writes.replay and rows.sparkSession.sparkContext.master.startswith("local"):
-            _WRITTEN[(path, self.app)] = (self.batch_id, rows, generation)  # the table's newest generation now
+            _WRITTEN[(path, self.app)] = (self.batch_id, rows)  # the table's newest generation now
         crash_point("gold", self.batch_id, "after_state")
         log.info(self.message + (f", {self.n_late} late for closed windows" if self.n_late else ""))
 
@@ -254,15 +253,17 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     spark = batch_df.sparkSession
     cfg = settings.gold
     step("read state")
-    state, generation = read_state(spark, settings, app, batch_id, release)
+    state = read_state(spark, settings, app, batch_id, release)
     last = state.where("kind = 'last'").select(*gold_steps.SCORED_COLUMNS)
     open_windows = open_partials(state, cfg.window_duration)
     migrate = is_legacy_state(state)
-    if migrate:  # once, on a state of an older version
+    if migrate:  # once, on a state of an older version (no generations either)
         prev_newest, open_end = last.agg(F.max("event_time")).first()[0], open_windows.agg(F.min("window_end")).first()[0]
-    else:  # one pass: the newest event time and the open windows' earliest end
-        prev_newest, open_end = state.agg(F.max(F.when(F.col("kind") == "last", F.col("event_time"))),
-                                          F.min(F.when(F.col("kind") == "window", F.col("window_end")))).first()
+        generation = None
+    else:  # one pass: the newest event time, the open windows' earliest end, the state's generation
+        prev_newest, open_end, generation = state.agg(
+            F.max(F.when(F.col("kind") == "last", F.col("event_time"))),
+            F.min(F.when(F.col("kind") == "window", F.col("window_end"))), F.max("generation")).first()
     step("model")
     from ml.scoring import scored_by
 
@@ -291,7 +292,7 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
                      live_flights=gold_steps.to_live_flights(latest, gold_steps.before(newest, cfg.live_window)),
                      anomalies=gold_steps.to_anomalies(scored), n_anomalies=summary["anomalies"], latest=latest,
                      windowed=windowed, n_late=summary["late"], open_windows=open_windows, closes=closes,
-                     newest=newest, generation=generation, migrate=migrate, message=message, cached=[state, scored, latest])
+                     newest=newest, generation=generation or 0, migrate=migrate, message=message, cached=[state, scored, latest])
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
