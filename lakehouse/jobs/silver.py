@@ -59,6 +59,9 @@ log = logging.getLogger("lakehouse.jobs")
 CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flights")
 
 
+# Rows of a batch's flights per task and file written (see prepare_silver): a batch of 10,000 states
+# is one file; at 10,000 states/s (600,000 rows a batch) each of 3 Kafka partitions is one task.
+FLIGHT_ROWS_PER_FILE = 250_000
 # The newest event time of the batches each silver app has committed, kept between the
 # micro-batches of one process: (dedup stats table, app) -> (batch id, newest event time through
 # that batch). The batch after the cached one needs no read of silver._dedup_stats (1.4 s a
@@ -188,7 +191,11 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     # Materialized with its lineage cut: writing silver.flights below re-caches every cached plan
     # that reads the table, and the flights of this batch read it (the known keys); recomputed
     # after the write they would all be duplicates of themselves. The pipeline hands them to gold.
-    flights = good.transform(drop_duplicates(known, horizon)).localCheckpoint(eager=True)
+    # Deduplication shuffles only the keys, so the rows keep the batch's partitions (one per Kafka
+    # partition or bronze file): merged to about FLIGHT_ROWS_PER_FILE rows each, as a shuffle
+    # (adaptively coalesced) used to, so that a small batch is one file of silver.flights, not many.
+    tasks = max(1, -(-counts.get(True, 0) // FLIGHT_ROWS_PER_FILE))
+    flights = good.transform(drop_duplicates(known, horizon)).coalesce(tasks).localCheckpoint(eager=True)
     n_flights = flights.count()
     return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, span["late"],
                        flights, _later(before, span["hi"]), span["hi"])

@@ -331,25 +331,31 @@ def drop_duplicates(known: DataFrame, horizon) -> Callable[[DataFrame], DataFram
     Rows older than ``horizon`` (a datetime, or None before any batch) are not looked up: the
     state is bounded by the watermark, so a duplicate that late is not recognised and kept.
 
-    One window over the batch's rows and the known keys together: a known key sorts before
-    every row of the batch with the same key, so the row that comes first is kept only when it
-    is the batch's own. One shuffle and sort of the batch, where a window and then an anti join
-    took two.
+    Decided on the keys alone: one window over the batch's keys and the known keys together (a
+    known key sorts before every row of the batch with the same key, so the row that comes first is
+    kept only when it is the batch's own) names the rows to drop by their key and Kafka
+    coordinates, and the batch loses those in a broadcast anti join. Only the narrow keys are
+    shuffled and sorted, not the rows (a window over the whole rows took 5.2 s for 500,000 rows,
+    this 3.2 s). A batch's rows have distinct (partition, offset): one Kafka record each.
     """
 
     def step(flights: DataFrame) -> DataFrame:
-        new, known_key, first, kept = _dedup_columns()
-        both = flights.withColumn("_known", new)
+        new, known_key, number, dropped = _dedup_columns()
+        keys = flights.select(*_DEDUP_KEYS, new)
         if horizon is not None:
-            keys = (known.select("icao24", "event_time", known_key).where(F.col("event_time") >= F.lit(horizon)))
-            both = both.unionByName(keys, allowMissingColumns=True)
-        return both.withColumn("_n", first).where(kept).select(*FLIGHTS.columns)
+            keys = keys.unionByName(known.select("icao24", "event_time", known_key)
+                                    .where(F.col("event_time") >= F.lit(horizon)), allowMissingColumns=True)
+        drop = keys.withColumn("_n", number).where(dropped).select(*_DEDUP_KEYS)
+        return flights.join(F.broadcast(drop), _DEDUP_KEYS, "left_anti").select(*FLIGHTS.columns)
 
     return step
+
+
+_DEDUP_KEYS = ["icao24", "event_time", "partition", "offset"]
 
 
 @built_once
 def _dedup_columns() -> tuple[Column, Column, Column, Column]:
     first = Window.partitionBy("icao24", "event_time").orderBy(F.col("_known").desc(), "partition", "offset")
-    return (F.lit(False), F.lit(True).alias("_known"), F.row_number().over(first),
-            (F.col("_n") == 1) & ~F.col("_known"))
+    return (F.lit(False).alias("_known"), F.lit(True).alias("_known"), F.row_number().over(first),
+            (F.col("_n") > 1) & ~F.col("_known"))
