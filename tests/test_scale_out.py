@@ -29,6 +29,7 @@ from lakehouse.settings import load_settings
 from lakehouse.spark import (
     code_archive,
     hadoop_version,
+    heap_region_mb,
     s3_credentials_conf,
     spark_conf,
     spark_packages,
@@ -100,13 +101,26 @@ def test_java_options_follow_the_log_configuration_in_one_word_and_reach_the_jvm
                                  OPENSKY_LAKEHOUSE_SPARK__CACHE_DIR=str(tmp_path)))["spark.driver.extraJavaOptions"]
     assert value.startswith(f"-XX:VMOptionsFile={tmp_path}/jvm-") and value.split() == [value]
     options = open(value.split("=", 1)[1]).read().split()
-    assert options[0].startswith("-Dlog4j2.configurationFile=file:") and options[1:] == ["-XX:+UseSerialGC", "-Dx=1"]
+    assert options[0].startswith("-Dlog4j2.configurationFile=file:")
+    assert options[1:] == ["-XX:G1HeapRegionSize=16m", "-XX:+UseSerialGC", "-Dx=1"]  # 2g of heap (conf/test.yaml)
     # A real JVM reads the file: the collector it names is the one it runs.
     flags = subprocess.run(["java", value, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True,
                            check=True).stdout
     assert re.search(r"\bUseSerialGC\s+= true", flags)
-    alone = spark_conf(_settings())["spark.driver.extraJavaOptions"]  # the default: none beyond the log's
-    assert alone.startswith("-Dlog4j2.configurationFile=file:") and alone.endswith("log4j2.properties")
+    # The default: G1 with regions of about 1/128 of the heap, and a user's own size wins (the last one given).
+    for heap, user, region_mb in (("2g", "", 16), ("1g", "", 8), ("8g", "", 32), ("2g", "-XX:G1HeapRegionSize=2m", 2)):
+        value = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__DRIVER_MEMORY=heap, OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS=user,
+                                     OPENSKY_LAKEHOUSE_SPARK__CACHE_DIR=str(tmp_path)))["spark.driver.extraJavaOptions"]
+        flags = subprocess.run(["java", value, f"-Xmx{heap}", "-XX:+PrintFlagsFinal", "-version"], capture_output=True,
+                               text=True, check=True).stdout
+        assert re.search(r"\bUseG1GC\s+= true", flags)
+        assert re.search(rf"\bG1HeapRegionSize\s+= {region_mb * 2**20}\b", flags), (heap, user)
+
+
+def test_heap_region_size_follows_the_heap():
+    assert [heap_region_mb(h) for h in ("2g", "2048m", "2GB", "1536m", "1g", "512m", "100m", "4g", "64g")] == [
+        16, 16, 16, 8, 8, 4, 1, 32, 32]
+    assert heap_region_mb("lots") is None  # not a size: the JVM's own choice
 
 
 def test_extra_conf_passes_through_and_a_malformed_one_is_a_one_line_error():
