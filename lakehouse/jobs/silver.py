@@ -62,6 +62,7 @@ CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flight
 # Rows of a batch's flights per task and file written (see prepare_silver): a batch of 10,000 states
 # is one file; at 10,000 states/s (600,000 rows a batch) each of 3 Kafka partitions is one task.
 FLIGHT_ROWS_PER_FILE = 250_000
+
 # The newest event time of the batches each silver app has committed, kept between the
 # micro-batches of one process: (dedup stats table, app) -> (batch id, newest event time through
 # that batch). The batch after the cached one needs no read of silver._dedup_stats (1.4 s a
