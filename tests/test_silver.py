@@ -323,3 +323,15 @@ def test_a_position_timed_after_its_snapshot_is_quarantined_as_implausible_time(
         assert kept | rejected == set(range(len(cases))) and not kept & rejected
     finally:
         parsed.unpersist()
+
+
+def test_the_stats_row_built_from_literals_matches_create_dataframe(spark):
+    # the dedup stats row is planned from literals (no Python worker): same types and values as
+    # createDataFrame gives the same tuple, a naive timestamp and a null included
+    ddl = silver.table(silver.STATS).ddl(without=("committed_at",))
+    for newest in (datetime(2026, 12, 6, 2, 40, 1, 123456), None):
+        values = ("silver-q", 7, 10, 6, 3, 1, 0, newest)
+        built = silver.literal_row(spark, ddl, values)
+        assert built.rdd.getNumPartitions() == 1
+        assertDataFrameEqual(built, spark.createDataFrame([values], ddl), checkRowOrder=True)
+        assert built.first()[-1] == newest

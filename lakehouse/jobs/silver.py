@@ -24,6 +24,7 @@ late is not recognised (counted per batch as ``unchecked_late_rows``).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from functools import partial
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType, TimestampType
 
 from lakehouse.catalog import LAYER_CHECKPOINTS, checkpoint_path, table, table_path
 from lakehouse.jobs.crash import crash_point
@@ -68,6 +70,23 @@ FLIGHT_ROWS_PER_FILE = 250_000
 # that batch). The batch after the cached one needs no read of silver._dedup_stats (1.4 s a
 # trigger at 1,000 states/s); any other batch (a process's first, a replay) reads the table.
 _NEWEST: dict[tuple[str, str], tuple[int, datetime | None]] = {}
+
+
+def literal_row(spark, ddl: str, values: tuple) -> DataFrame:
+    """One row of ``values`` typed by the DDL column list ``ddl``, as literals planned in the JVM.
+
+    ``createDataFrame`` of a Python list is a PythonRDD of pickled rows: every micro-batch then
+    ran a task in a Python worker (its own daemon and workers, ~110 MB) to write one stats row.
+    A timestamp is taken as ``createDataFrame`` takes it (naive: the process's local time)."""
+    schema = StructType.fromJson(json.loads(spark._jvm.org.apache.spark.sql.types.StructType.fromDDL(ddl).json()))
+    columns = []
+    for field, value in zip(schema.fields, values, strict=True):
+        if isinstance(field.dataType, TimestampType) and value is not None:
+            column = F.timestamp_micros(F.lit(field.dataType.toInternal(value)))
+        else:
+            column = F.lit(value).cast(field.dataType)
+        columns.append(column.alias(field.name))
+    return spark.range(1, numPartitions=1).select(*columns)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -131,10 +150,10 @@ class SilverBatch:
             writes(self.quarantine, table_path(self.settings, QUARANTINE), self.app)
         crash_point("silver", self.batch_id, "after_quarantine")
         step("batch summary")
-        stats = self.quarantine.sparkSession.createDataFrame(
-            [(self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, self.duplicates, self.n_late,
-              self.newest_here)],
-            table(STATS).ddl(without=("committed_at",)),
+        stats = literal_row(
+            self.quarantine.sparkSession, table(STATS).ddl(without=("committed_at",)),
+            (self.app, self.batch_id, self.n_in, self.n_flights, self.n_quarantine, self.duplicates, self.n_late,
+             self.newest_here),
         ).withColumn("committed_at", F.current_timestamp())
         step("write dedup stats")
         writes(stats, table_path(self.settings, STATS), self.app)
