@@ -3,8 +3,9 @@
 ``get_reader(settings)`` returns the one :class:`GoldReader` of a lakehouse root, shared by
 every session of the Streamlit process. Per table it keeps one ``DeltaTable`` brought up to
 date with ``update_incremental()`` and the table's history (version -> commit time) extended
-with only the commits that are new since the last refresh. Decoded versions sit in a small LRU
-keyed by version: a Delta version never changes, so a cached one is never stale.
+with only the commits that are new since the last refresh. Decoded versions sit in one LRU
+(:class:`FrameCache`) shared by the four tables, bounded in versions per table and in bytes in
+all: a Delta version never changes, so a cached one is never stale.
 
 A *moment* is a version of ``gold.live_flights`` (the sky as one gold batch left it); the other
 gold tables are read as of the last commit before the next ``gold.live_flights`` version, so a
@@ -69,16 +70,70 @@ def _empty_history() -> pd.DataFrame:
                          "committed_at": pd.Series(dtype="datetime64[ns, UTC]")})
 
 
-class DeltaSource:
-    """One Delta table: its newest state, its history, and an LRU of decoded versions."""
+class FrameCache:
+    """Decoded versions of the gold tables, least recently used first out: at most ``per_table``
+    frames of one table and ``max_bytes`` in all (pandas' deep size, taken once per frame).
 
-    def __init__(self, uri: str, options: dict[str, str], cache_size: int):
+    A whole ``gold.live_flights`` version of 50,000 aircraft is ~22 MB decoded (its strings are
+    Python objects): a count alone let a dashboard left open at 10,000 states/s grow by a frame
+    every refresh, to ~1.4 GB for 64 versions. The frame just added always stays, even alone
+    over the budget: the page that asked for it uses it.
+    """
+
+    def __init__(self, max_bytes: int, per_table: int):
+        self.max_bytes = max_bytes
+        self.per_table = per_table
+        self._frames: OrderedDict[tuple, tuple[pd.DataFrame, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def get(self, table: str, key: tuple) -> pd.DataFrame | None:
+        with self._lock:
+            hit = self._frames.get((table, key))
+            if hit is None:
+                return None
+            self._frames.move_to_end((table, key))
+            return hit[0]
+
+    def put(self, table: str, key: tuple, frame: pd.DataFrame) -> None:
+        size = int(frame.memory_usage(deep=True).sum())
+        with self._lock:
+            self._drop((table, key))
+            self._frames[(table, key)] = (frame, size)
+            self._bytes += size
+            mine = [k for k in self._frames if k[0] == table]
+            for old in mine[:max(0, len(mine) - self.per_table)]:
+                self._drop(old)
+            while self._bytes > self.max_bytes and len(self._frames) > 1:
+                self._drop(next(iter(self._frames)))
+
+    def clear(self, table: str) -> None:
+        with self._lock:
+            for key in [k for k in self._frames if k[0] == table]:
+                self._drop(key)
+
+    def _drop(self, key: tuple) -> None:
+        hit = self._frames.pop(key, None)
+        if hit is not None:
+            self._bytes -= hit[1]
+
+
+class DeltaSource:
+    """One Delta table: its newest state, its history, and its decoded versions (in ``cache``)."""
+
+    def __init__(self, uri: str, options: dict[str, str], cache: FrameCache):
         self.uri = uri
         self.options = options
-        self.cache_size = cache_size
+        self.cache = cache
         self._dt = None
         self._history = _empty_history()
-        self._cache: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
         self._lock = threading.RLock()
 
     # -- newest state and history -------------------------------------------------------------
@@ -100,11 +155,11 @@ class DeltaSource:
                 self._dt.update_incremental()
             except (DeltaError, OSError):  # table replaced or log cleaned up: start over
                 self._dt = None
-                self._cache.clear()
+                self.cache.clear(self.uri)
                 return self.refresh()
             newest = self._dt.version()
             if newest < known:  # the table was re-created under the same path
-                self._cache.clear()
+                self.cache.clear(self.uri)
                 self._history = self._read_history(None)
             elif newest > known:
                 fresh = self._read_history(newest - known)
@@ -172,10 +227,9 @@ class DeltaSource:
         cache key; callers pass a different key per filter.
         """
         cache_key = (version, tuple(columns), key)
-        with self._lock:
-            if cache_key in self._cache:
-                self._cache.move_to_end(cache_key)
-                return self._cache[cache_key]
+        hit = self.cache.get(self.uri, cache_key)
+        if hit is not None:
+            return hit
         dt = dt or self._table_at(version)
         try:
             dataset = dt.to_pyarrow_dataset(file_pruning_predicate=pruning)
@@ -192,15 +246,11 @@ class DeltaSource:
             if c not in frame:
                 frame[c] = None
         frame = frame[list(columns)]
-        with self._lock:
-            self._cache[cache_key] = frame
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self.cache.put(self.uri, cache_key, frame)
         return frame
 
     def cached(self, version: int, columns: list[str], key: str = "") -> pd.DataFrame | None:
-        with self._lock:
-            return self._cache.get((version, tuple(columns), key))
+        return self.cache.get(self.uri, (version, tuple(columns), key))
 
     def newest_stat(self, dt, column: str):
         """Largest ``max.<column>`` of the files of ``dt`` (None without statistics)."""
@@ -218,8 +268,8 @@ class GoldReader:
     def __init__(self, settings: Settings):
         self.settings = settings
         options = storage_options(settings)
-        size = settings.dashboard.cache_versions
-        self.sources = {name: DeltaSource(delta_uri(table_path(settings, name)), options, size)
+        self.cache = FrameCache(settings.dashboard.cache_mb * 2**20, settings.dashboard.cache_versions)
+        self.sources = {name: DeltaSource(delta_uri(table_path(settings, name)), options, self.cache)
                         for name in GOLD_TABLES}
         self._refresh_lock = threading.Lock()
 
@@ -383,7 +433,7 @@ _READERS_LOCK = threading.Lock()
 def get_reader(settings: Settings) -> GoldReader:
     """The shared reader of this lakehouse root (one per root and storage options)."""
     key = (settings.storage.root, tuple(sorted(storage_options(settings).items())),
-           settings.dashboard.cache_versions)
+           settings.dashboard.cache_versions, settings.dashboard.cache_mb)
     with _READERS_LOCK:
         if key not in _READERS:
             _READERS[key] = GoldReader(settings)

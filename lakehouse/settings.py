@@ -264,6 +264,7 @@ class DashboardSettings(Section):
     feed_rows: Positive
     trend_minutes: PositiveNumber
     cache_versions: Positive
+    cache_mb: Positive
 
 
 class MaintainSettings(Section):

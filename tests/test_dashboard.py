@@ -198,6 +198,38 @@ def test_reader_refreshes_incrementally_and_reads_other_tables_as_of_a_moment(se
     assert data.kpis(reader.live(1)) == gold.EXPECTED[1]
 
 
+def test_decoded_versions_are_bounded_in_bytes_and_per_table(settings):
+    gold.build_gold(settings)
+    reader = data.GoldReader(settings.replace(dashboard={"cache_versions": 3}))
+    reader.refresh()
+    live = reader.sources[data.LIVE]
+    sizes = {v: int(live.read(v, data.LIVE_COLUMNS).memory_usage(deep=True).sum()) for v in range(gold.LATEST + 1)}
+    assert len(reader.cache) == 3  # the newest three live versions, the others out first
+    assert [live.cached(v, data.LIVE_COLUMNS) is not None for v in range(gold.LATEST + 1)][-3:] == [True] * 3
+    assert reader.cache.nbytes == sum(sizes[v] for v in range(gold.LATEST - 2, gold.LATEST + 1))
+
+    # a budget of about two versions: the least recently used goes, whatever the table; a version
+    # read again comes back from the table, the same rows
+    cache = data.FrameCache(max_bytes=2 * max(sizes.values()) + 1, per_table=64)
+    for source in reader.sources.values():
+        source.cache = cache
+    first = live.read(1, data.LIVE_COLUMNS)
+    for v in range(2, gold.LATEST + 1):
+        live.read(v, data.LIVE_COLUMNS)
+        assert cache.nbytes <= cache.max_bytes
+    assert live.cached(1, data.LIVE_COLUMNS) is None and live.cached(gold.LATEST, data.LIVE_COLUMNS) is not None
+    assert live.read(1, data.LIVE_COLUMNS).equals(first)
+    assert data.kpis(reader.live(1)) == gold.EXPECTED[1]
+
+    # one frame over the whole budget still stays (the page that read it uses it), alone
+    tiny = data.FrameCache(max_bytes=1, per_table=64)
+    tiny.put("t", ("a",), first)
+    tiny.put("t", ("b",), first)
+    assert len(tiny) == 1 and tiny.get("t", ("b",)) is first and tiny.get("t", ("a",)) is None
+    tiny.clear("t")
+    assert len(tiny) == 0 and tiny.nbytes == 0
+
+
 def test_kpis_and_filters_are_plain_functions():
     live = gold.to_arrow("gold.live_flights", gold.live_rows(2)).to_pandas()
     assert data.kpis(live) == gold.EXPECTED[2]
