@@ -132,6 +132,23 @@ def test_map_has_every_live_aircraft_rotated_and_coloured_by_state(lakehouse):
     assert points["c0ffee"]["vertical_rate_text"] == "-20.0 m/s"
 
 
+def test_the_map_json_carries_the_points_as_pandas_writes_them_and_nothing_else():
+    live = gold.to_arrow("gold.live_flights", gold.live_rows(gold.LATEST)).to_pandas()
+    live.loc[0, "vertical_rate"] = float("nan")
+    points = charts.map_points(live, selected="c0ffee")
+    spec = charts.deck(points, charts.view_for(live))
+    text = spec.to_json()
+    assert ": " not in text[:2000] and "\n" not in text  # compact
+    parsed = json.loads(text)
+    data = layer(parsed, "aircraft")["data"]
+    assert data == json.loads(points.assign(icon="arrow").to_json(orient="records"))  # NaN as null
+    assert [p["icao24"] for p in data] == points.icao24.tolist()  # drawing order kept
+    assert [p["reasons"] != "" for p in data] == [s != "normal" for s in points.state]
+    assert "splice" not in text and "@@records" not in text
+    assert spec.to_json() == text  # the frame is still there for the next serialisation
+    assert layer(parsed, "borders")["data"]  # the other layers as pydeck writes them
+
+
 def test_selecting_an_aircraft_draws_its_trail_and_keeps_the_view_on_refresh(lakehouse):
     at = run_app()
     first_view = deck_spec(at)["initialViewState"]
