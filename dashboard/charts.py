@@ -76,7 +76,7 @@ def _reasons(frame: pd.DataFrame) -> pd.Series:
     dict for each of 50,000 aircraft cost more than the rest of the map)."""
     out = pd.Series("", index=frame.index, dtype=object)
     ml = frame.ml_anomaly.fillna(False).astype(bool)
-    some = ml | frame.rules.map(lambda r: r is not None and len(r) > 0).astype(bool)
+    some = ml | frame.rules.map(lambda r: bool(rule_list(r))).astype(bool)
     if some.any():
         out[some] = [reasons(row) for row in frame[some].to_dict("records")]
     return out

@@ -72,13 +72,19 @@ FLIGHT_ROWS_PER_FILE = 250_000
 _NEWEST: dict[tuple[str, str], tuple[int, datetime | None]] = {}
 
 
+_SCHEMAS: dict[str, StructType] = {}
+
+
 def literal_row(spark, ddl: str, values: tuple) -> DataFrame:
     """One row of ``values`` typed by the DDL column list ``ddl``, as literals planned in the JVM.
 
     ``createDataFrame`` of a Python list is a PythonRDD of pickled rows: every micro-batch then
     ran a task in a Python worker (its own daemon and workers, ~110 MB) to write one stats row.
     A timestamp is taken as ``createDataFrame`` takes it (naive: the process's local time)."""
-    schema = StructType.fromJson(json.loads(spark._jvm.org.apache.spark.sql.types.StructType.fromDDL(ddl).json()))
+    schema = _SCHEMAS.get(ddl)
+    if schema is None:  # parsed once per DDL, not every micro-batch
+        schema = _SCHEMAS[ddl] = StructType.fromJson(
+            json.loads(spark._jvm.org.apache.spark.sql.types.StructType.fromDDL(ddl).json()))
     columns = []
     for field, value in zip(schema.fields, values, strict=True):
         if isinstance(field.dataType, TimestampType) and value is not None:
