@@ -34,8 +34,14 @@ class Delivery:
     pending: int = 0
 
 
+# One encoder for every record: json.dumps with options builds a new JSONEncoder per call (~1 us
+# of the ~8 us a record's JSON takes). encode() keeps no state between calls (thread-safe).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_value(record: dict) -> bytes:
-    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+    """The record as compact JSON (UTF-8); NaN or infinity raises ValueError (not JSON)."""
+    return _ENCODER.encode(record).encode()
 
 
 def key_partitioner(max_keys: int = 200_000):

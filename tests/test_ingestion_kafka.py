@@ -354,3 +354,22 @@ def test_records_survive_kafka_stop_and_start_on_the_same_data_dir(base_settings
         run_cli(settings, "kafka", "stop", check=False, timeout=120)
     first_500 = [(row[0], r["time"]) for r in read_replay(FIXTURE) for row in (r["states"] or ())][:500]
     assert Counter((v["icao24"], v["snapshot_time"]) for _, v in records) == Counter(first_500)
+
+
+def test_a_record_that_is_not_json_is_counted_failed_and_the_rest_land(lake):
+    """A NaN or infinity (Python's json.loads reads ``NaN`` in an API response) cannot be written as
+    JSON: that record is counted as failed with the reason, never sent; the others land intact."""
+    response = list(read_replay(FIXTURE))[0]
+    rows = [list(row) for row in response["states"][:3]]
+    rows[1][5] = float("nan")  # longitude
+    producer = StateProducer(lake, "opensky")
+    try:
+        assert producer.send_response({**response, "states": rows}) == 3
+        delivery = producer.flush()
+    finally:
+        producer.close()
+    assert (delivery.sent, delivery.failed, delivery.pending) == (2, 1, 0)
+    assert "not JSON compliant" in producer.last_error
+    landed = consume(lake)
+    assert sorted(v["icao24"] for _, v in landed) == sorted([rows[0][0], rows[2][0]])
+    assert all(v == json.loads(json.dumps(v, allow_nan=False)) for _, v in landed)
