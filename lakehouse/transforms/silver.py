@@ -133,7 +133,7 @@ def _ahead_of_kafka(max_ahead_s: int) -> tuple[Column, Column]:
     return condition, detail
 
 
-def _type_errors() -> dict[str, list[tuple[Column, str, Column]]]:
+def _type_errors() -> dict[str, list[_CorruptOnly]]:
     """For a record with a field that failed to parse: which field, from the JSON itself,
     grouped by reason.
 
@@ -147,7 +147,7 @@ def _type_errors() -> dict[str, list[tuple[Column, str, Column]]]:
         detail = F.format_string(f"{field.name}: expected {field.dataType.simpleString()}, got %s",
                                  F.schema_of_variant(F.variant_get(variant, f"$.{field.name}", "variant")))
         reason = _TYPE_ERROR_REASON.get(field.name, "invalid_field")
-        checks.setdefault(reason, []).append((wrong, reason, detail))
+        checks.setdefault(reason, []).append(_CorruptOnly((wrong, reason, detail)))
     return checks
 
 
@@ -181,6 +181,7 @@ def _verdict(bounds: ValidationSettings) -> Column:
     kafka_c, kafka_d = _ahead_of_kafka(bounds.time_position_max_ahead_s)
     missing = [r("time_position").isNull(), r("latitude").isNull(), r("longitude").isNull()]
     type_errors = _type_errors()
+    wrong_type = lambda *reasons: [c for reason in reasons for c in type_errors.get(reason, [])]  # noqa: E731
     # In the order of REASONS: (condition, reason, detail), the first that holds is the verdict.
     checks = (
         (F.col("_invalid_utf8"), "invalid_encoding",
@@ -191,28 +192,29 @@ def _verdict(bounds: ValidationSettings) -> Column:
              F.concat(F.lit("not JSON: "), F.substring(F.col(_CORRUPT), 1, 80))),
             (corrupt & ~kind.startswith("OBJECT"), "not_an_object",
              F.concat(F.lit("JSON "), _json_kind(kind), F.lit(", not an object"))),
-            *type_errors.get("unsupported_schema", [])),
+        ),
+        *wrong_type("unsupported_schema"),
         (r("schema_version").isNull() | (r("schema_version") != SCHEMA_VERSION), "unsupported_schema",
          F.format_string(f"schema_version %s, supported: {SCHEMA_VERSION}",
                          F.coalesce(r("schema_version").cast("string"), F.lit("missing")))),
-        *_corrupt_only(*type_errors.get("invalid_icao24", [])),
+        *wrong_type("invalid_icao24"),
         (~F.coalesce(r("icao24").rlike("^[0-9a-fA-F]{6}$"), F.lit(False)), "invalid_icao24",
          F.format_string("icao24 %s is not 6 hex digits", F.coalesce(r("icao24"), F.lit("missing")))),
-        *_corrupt_only(*type_errors.get("no_position", []), *type_errors.get("invalid_position", [])),
+        *wrong_type("no_position", "invalid_position"),
         (missing[0] | missing[1] | missing[2], "no_position",
          F.concat_ws(", ", *[F.when(m, F.lit(f"{n} missing")) for m, n in
                              zip(missing, ("time_position", "latitude", "longitude"), strict=True)])),
         (lat_c, "invalid_position", lat_d),
         (lon_c, "invalid_position", lon_d),
-        *_corrupt_only(*type_errors.get("implausible_altitude", [])),
+        *wrong_type("implausible_altitude"),
         (alt_c, "implausible_altitude", alt_d),
-        *_corrupt_only(*type_errors.get("implausible_velocity", [])),
+        *wrong_type("implausible_velocity"),
         (vel_c, "implausible_velocity", vel_d),
-        *_corrupt_only(*type_errors.get("implausible_vertical_rate", [])),
+        *wrong_type("implausible_vertical_rate"),
         (vr_c, "implausible_vertical_rate", vr_d),
-        *_corrupt_only(*type_errors.get("invalid_field", []),
-                       # Set but unexplained by any field above (a duplicate key, say): still not trusted.
-                       (corrupt, "malformed_json", F.lit("record does not match the schema"))),
+        *wrong_type("invalid_field"),
+        # Set but unexplained by any field above (a duplicate key, say): still not trusted.
+        *_corrupt_only((corrupt, "malformed_json", F.lit("record does not match the schema"))),
         (time_c, "implausible_time", time_d),
         (kafka_c, "implausible_time", kafka_d),
     )
