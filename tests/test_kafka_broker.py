@@ -56,3 +56,19 @@ def test_cluster_id_never_starts_with_a_dash(monkeypatch):
     cluster_id = kafka_broker.new_cluster_id()
     assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
     assert len(cluster_id) == 22
+
+
+def test_broker_runs_with_a_small_log_cleaner_buffer(kafka_settings):
+    """The log cleaner's offset map is allocated on the heap at start (128 MiB by Kafka's default,
+    most of the broker's live heap); the running broker reports the 16 MiB it is given instead."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_settings.kafka.bootstrap_servers)
+    key = "log.cleaner.dedupe.buffer.size"
+    try:
+        response = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1", configs={key: None})],
+                                          config_filter="all")
+    finally:
+        admin.close()
+    config = response["broker"]["1"][key]
+    assert (config["value"], config["config_source"]) == (str(16 * 2**20), "STATIC_BROKER_CONFIG")
