@@ -215,3 +215,44 @@ def test_memory_sampler_sums_the_whole_process_tree(tmp_path):
     assert peak["peak_rss_mb"] >= 150 and peak["max_processes"] == 2
     assert 150 <= peak["peak_pss_mb"] <= peak["peak_rss_mb"]
     assert peak["largest"][0]["process"].startswith("python")
+
+
+def test_address_spaces_are_told_apart_by_the_kernel():
+    import subprocess
+    import sys
+
+    from bench.memory import same_address_space
+
+    if same_address_space(os.getpid(), os.getpid()) is None:
+        pytest.skip("kcmp(2) is not available here")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert same_address_space(os.getpid(), os.getpid()) is True
+        assert same_address_space(os.getpid(), child.pid) is False
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_memory_sampler_counts_a_child_in_its_parents_address_space_once(monkeypatch):
+    """A child sharing its parent's memory (the JVM's posix_spawn, before the command runs) shows
+    the parent's RSS in /proc: it is left out of the tree's sum."""
+    import subprocess
+    import sys
+    import time
+
+    from bench import memory
+
+    code = "x = bytearray(150 * 2**20); import time; time.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{code}"; true'], start_new_session=True)
+    monkeypatch.setattr(memory, "same_address_space", lambda a, b: b == parent.pid)
+    try:
+        time.sleep(2)  # the child holds its 150 MB
+        with memory.MemorySampler(interval_s=0.1) as sampler:
+            sampler.track("tree", parent.pid)
+            time.sleep(0.5)
+        peak = sampler.peaks()["tree"]
+    finally:
+        os.killpg(parent.pid, 15)
+        parent.wait(timeout=10)
+    assert peak["max_processes"] == 1 and peak["peak_rss_mb"] < 50
