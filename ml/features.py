@@ -78,8 +78,10 @@ CHECK_REASONS = {
 
 def _seconds(values: pd.Series) -> np.ndarray:
     """Epoch seconds (float, NaN for null) of a datetime-like Series, naive values read as UTC."""
-    ts = pd.to_datetime(values, utc=True)
-    return ((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).to_numpy(dtype=float, na_value=np.nan)
+    ts = pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy()  # datetime64, NaT for null
+    seconds = ts.view("int64") / float(np.timedelta64(1, "s") // np.timedelta64(1, np.datetime_data(ts.dtype)[0]))
+    seconds[np.isnat(ts)] = np.nan
+    return seconds
 
 
 def _num(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -116,6 +118,14 @@ def check_columns(df: pd.DataFrame) -> None:
 
 def build_features(df: pd.DataFrame) -> pd.DataFrame:
     """State rows (+ previous state) -> :data:`FEATURES` as float64, NaN where unknown."""
+    columns = feature_columns(df)
+    out = pd.DataFrame({name: columns[name] for name in FEATURES}, index=df.index)
+    return out.replace([np.inf, -np.inf], np.nan)
+
+
+def feature_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """:func:`build_features` as one float64 array per feature, before infinities become NaN
+    (no frame built around them)."""
     check_columns(df)
     with np.errstate(invalid="ignore", divide="ignore"):
         lat, lon = _num(df, "latitude"), _num(df, "longitude")
@@ -145,43 +155,39 @@ def build_features(df: pd.DataFrame) -> pd.DataFrame:
         mean_track = np.where(np.isfinite(p_track), bearing_mean(p_track, track), track)
         course_off = np.abs((course - mean_track + 180.0) % 360.0 - 180.0)
 
-        out = pd.DataFrame(
-            {
-                "baro_altitude": alt,
-                "velocity": vel,
-                "vertical_rate": vrate,
-                "track_sin": np.sin(rtrack),
-                "track_cos": np.cos(rtrack),
-                # position on the unit sphere: no seam at +-180 degrees, no pole distortion
-                "pos_x": np.cos(rlat) * np.cos(rlon),
-                "pos_y": np.cos(rlat) * np.sin(rlon),
-                "pos_z": np.sin(rlat),
-                "on_ground": ground,
-                "equivalent_airspeed": vel * np.exp(-np.maximum(alt, 0.0) / EAS_SCALE_HEIGHT_M),
-                # +10 m/s keeps the ratio finite for parked aircraft; > 0: moved faster than it says
-                "implied_speed_log_ratio": implied_ratio,
-                "altitude_rate": altitude_rate,
-                "vertical_rate_residual": altitude_rate - vrate,
-                "acceleration": (vel - p_vel) / dt,
-                "course_deviation": np.where(distance >= COURSE_MIN_DISTANCE_M, deviation, np.nan),
-                "has_prev": has_prev.astype(float),
-                "altitude_missing": np.isnan(alt).astype(float),
-                "velocity_missing": np.isnan(vel).astype(float),
-                "vertical_rate_missing": np.isnan(vrate).astype(float),
-                "track_missing": np.isnan(track).astype(float),
-                "geo_baro_difference": geo - alt,
-                # flown faster than reported (the other way round is a position that did not update)
-                "speed_excess": np.where(airborne_both, np.log1p(10.0 * np.maximum(implied_ratio, 0.0)), np.nan),
-                "altitude_vs_vertical_rate": np.where(airborne_both, np.log1p(np.abs(altitude_rate - vrate)), np.nan),
-                "geo_vs_baro": np.where(ground == 0.0, np.log1p(np.abs(geo - alt) / 10.0), np.nan),
-                "track_vs_course": np.where(distance >= COURSE_MIN_DISTANCE_M, np.log1p(course_off), np.nan),
-                # a take-off or landing between two reports is not an acceleration
-                "speed_change": np.where(airborne_both, np.log1p(np.abs(vel - p_vel) / dt), np.nan),
-            },
-            index=df.index,
-        )
-    out = out.replace([np.inf, -np.inf], np.nan)
-    return out[list(FEATURES)]
+        out = {
+            "baro_altitude": alt,
+            "velocity": vel,
+            "vertical_rate": vrate,
+            "track_sin": np.sin(rtrack),
+            "track_cos": np.cos(rtrack),
+            # position on the unit sphere: no seam at +-180 degrees, no pole distortion
+            "pos_x": np.cos(rlat) * np.cos(rlon),
+            "pos_y": np.cos(rlat) * np.sin(rlon),
+            "pos_z": np.sin(rlat),
+            "on_ground": ground,
+            "equivalent_airspeed": vel * np.exp(-np.maximum(alt, 0.0) / EAS_SCALE_HEIGHT_M),
+            # +10 m/s keeps the ratio finite for parked aircraft; > 0: moved faster than it says
+            "implied_speed_log_ratio": implied_ratio,
+            "altitude_rate": altitude_rate,
+            "vertical_rate_residual": altitude_rate - vrate,
+            "acceleration": (vel - p_vel) / dt,
+            "course_deviation": np.where(distance >= COURSE_MIN_DISTANCE_M, deviation, np.nan),
+            "has_prev": has_prev.astype(float),
+            "altitude_missing": np.isnan(alt).astype(float),
+            "velocity_missing": np.isnan(vel).astype(float),
+            "vertical_rate_missing": np.isnan(vrate).astype(float),
+            "track_missing": np.isnan(track).astype(float),
+            "geo_baro_difference": geo - alt,
+            # flown faster than reported (the other way round is a position that did not update)
+            "speed_excess": np.where(airborne_both, np.log1p(10.0 * np.maximum(implied_ratio, 0.0)), np.nan),
+            "altitude_vs_vertical_rate": np.where(airborne_both, np.log1p(np.abs(altitude_rate - vrate)), np.nan),
+            "geo_vs_baro": np.where(ground == 0.0, np.log1p(np.abs(geo - alt) / 10.0), np.nan),
+            "track_vs_course": np.where(distance >= COURSE_MIN_DISTANCE_M, np.log1p(course_off), np.nan),
+            # a take-off or landing between two reports is not an acceleration
+            "speed_change": np.where(airborne_both, np.log1p(np.abs(vel - p_vel) / dt), np.nan),
+        }
+    return out
 
 
 def _groups(features: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -209,16 +215,29 @@ def imputation_medians(features: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def impute(features: pd.DataFrame, medians: Mapping[str, Mapping[str, float]]) -> np.ndarray:
     """NaN -> the stored median of the state's group (airborne / ground); float64 matrix."""
-    out = features.copy()
-    for group, mask in _groups(features).items():
-        if mask.any():
-            out.loc[mask] = out.loc[mask].fillna(value=dict(medians[group]))
-    return out.to_numpy(dtype=np.float64)
+    return _imputed({name: features[name].to_numpy(dtype=np.float64, na_value=np.nan) for name in FEATURES}, medians)
+
+
+def _imputed(columns: Mapping[str, np.ndarray], medians: Mapping[str, Mapping[str, float]]) -> np.ndarray:
+    """Rows x :data:`FEATURES` (column-major), each NaN or infinity the median of its row's
+    group (as :func:`build_features` then :func:`impute`)."""
+    ground = columns["on_ground"] == 1.0
+    groups = [(medians["airborne"], ~ground), (medians["ground"], ground)]
+    matrix = np.empty((len(ground), len(FEATURES)), dtype=np.float64, order="F")
+    for j, name in enumerate(FEATURES):
+        values = matrix[:, j]
+        values[:] = columns[name]
+        unknown = ~np.isfinite(values)
+        if unknown.any():
+            for group, mask in groups:
+                values[unknown & mask] = group[name]
+    return matrix
 
 
 def feature_matrix(df: pd.DataFrame, medians: Mapping[str, Mapping[str, float]]) -> np.ndarray:
-    """The model input: :func:`build_features` with NaN replaced by the stored training medians."""
-    return impute(build_features(df), medians)
+    """The model input: :func:`build_features` with NaN replaced by the stored training medians
+    (computed as arrays, without the frame: the scoring UDF calls it on every Arrow batch)."""
+    return _imputed(feature_columns(df), medians)
 
 
 def add_previous_state(df: pd.DataFrame) -> pd.DataFrame:

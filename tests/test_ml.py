@@ -139,6 +139,34 @@ def test_missing_values_are_imputed_by_group_medians_not_zero():
     assert matrix[:, FEATURES.index("altitude_missing")].tolist() == [1.0, 1.0]
 
 
+def test_the_scoring_matrix_is_the_training_features_imputed(sim):
+    """feature_matrix (arrays, what the UDF calls per Arrow batch) = the frame training builds
+    with each NaN filled by its group's median (pandas' fillna here), bit for bit: nulls,
+    infinities, unknown on_ground, both groups."""
+    from ml.features import impute, imputation_medians
+
+    def reference(rows):
+        frame = build_features(rows)
+        ground = (frame["on_ground"] == 1.0).to_numpy()
+        for group, mask in (("airborne", ~ground), ("ground", ground)):
+            if mask.any():
+                frame.loc[mask] = frame.loc[mask].fillna(value=medians[group])
+        return frame.to_numpy(dtype=np.float64)
+
+    states = sim[0]
+    medians = imputation_medians(build_features(states))
+    odd = pd.DataFrame([state(velocity=float("inf")), state(on_ground=None, prev_on_ground=None),
+                        state(event_time=pd.Timestamp("2024-01-01T12:00:00.000001"), prev_event_time=None),
+                        state(on_ground=True, baro_altitude=None, geo_altitude=None, velocity=None)])
+    for rows in (states, odd, odd.astype({"on_ground": object, "prev_on_ground": object})):
+        expected = reference(rows)
+        got = feature_matrix(rows, medians)
+        assert got.shape == (len(rows), len(FEATURES))
+        assert np.isfinite(got).all()
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(impute(build_features(rows), medians), expected)
+
+
 def test_feature_input_without_previous_state_is_refused():
     with pytest.raises(ValueError, match="prev_baro_altitude"):
         build_features(pd.DataFrame([state()]).drop(columns=["prev_baro_altitude"]))
