@@ -143,7 +143,7 @@ def test_the_scoring_matrix_is_the_training_features_imputed(sim):
     """feature_matrix (arrays, what the UDF calls per Arrow batch) = the frame training builds
     with each NaN filled by its group's median (pandas' fillna here), bit for bit: nulls,
     infinities, unknown on_ground, both groups."""
-    from ml.features import impute, imputation_medians
+    from ml.features import imputation_medians, impute
 
     def reference(rows):
         frame = build_features(rows)
