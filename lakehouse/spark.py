@@ -21,7 +21,8 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -216,6 +217,38 @@ def code_archive(settings: Settings) -> str:
         os.makedirs(out_dir, exist_ok=True)
         write_whole(target, write)
     return target
+
+
+# What spark.codegen off turns off (spark_conf) and what compiled_expressions turns back on.
+_EXPRESSION_CODEGEN = {"spark.sql.codegen.factoryMode": ("NO_CODEGEN", "FALLBACK"),
+                       "spark.sql.subexpressionElimination.enabled": ("false", "true")}
+
+
+@contextmanager
+def compiled_expressions(spark) -> Iterator[None]:
+    """Run the Spark actions inside with their expressions compiled (``factoryMode=FALLBACK``,
+    subexpressions shared in the generated code), when ``spark.codegen`` is off for the rest.
+
+    For the steps of a micro-batch whose expressions are the same every batch (no literal that
+    changes from one trigger to the next): their classes are compiled on the first batch and found
+    in Spark's code cache afterwards, so each row is evaluated by generated code without a
+    compilation per trigger. Results are the same either way; the session's setting is put back
+    after (another query sharing the session in between runs compiled too, no more)."""
+    conf = spark.conf
+    before = {key: conf.get(key, None) for key in _EXPRESSION_CODEGEN}
+    if before["spark.sql.codegen.factoryMode"] != _EXPRESSION_CODEGEN["spark.sql.codegen.factoryMode"][0]:
+        yield
+        return
+    for key, (_, on) in _EXPRESSION_CODEGEN.items():
+        conf.set(key, on)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:

@@ -335,3 +335,40 @@ def test_the_stats_row_built_from_literals_matches_create_dataframe(spark):
         assert built.rdd.getNumPartitions() == 1
         assertDataFrameEqual(built, spark.createDataFrame([values], ddl), checkRowOrder=True)
         assert built.first()[-1] == newest
+
+
+def test_validation_compiled_gives_the_interpreted_rows_and_puts_the_setting_back(spark, base_settings, tmp_path):
+    """compiled_expressions: the same flights and quarantine rows (every reason) as interpreted
+    evaluation, classes really compiled inside (and found in Spark's code cache on the next
+    batch), the session's NO_CODEGEN back after; JobSteps logs the classes compiled per step."""
+    from lakehouse.jobs.progress import JobSteps, compiled_classes
+    from lakehouse.spark import compiled_expressions
+
+    values = [json.dumps(state(icao24=f"{i:06x}")) for i in range(20)] + list(BAD) + [b"\xff\xfe{}"]
+    appended = datetime.now(timezone.utc)  # one Kafka append time for the three passes
+
+    def parsed_rows():
+        parsed = bronze_df(spark, values, appended).transform(parse_and_validate(base_settings.validation)).transform(to_outputs)
+        return (sorted(to_flights(parsed).drop("processed_at").collect()),
+                sorted(to_quarantine(parsed).drop("quarantined_at").collect()))
+
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    interpreted = parsed_rows()
+    timings = tmp_path / "timings.jsonl"
+    steps = JobSteps(spark, "silver", 0, str(timings))
+    steps("parse and validate")
+    with compiled_expressions(spark):
+        assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"
+        compiled = parsed_rows()
+    steps("again")
+    with compiled_expressions(spark):
+        again = parsed_rows()
+    steps.done()
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    assert spark.conf.get("spark.sql.subexpressionElimination.enabled") == "false"
+    assert compiled == interpreted == again
+    assert len(interpreted[0]) == 20 and len(interpreted[1]) == len(BAD) + 1
+    split = json.loads(timings.read_text())
+    assert split["compiled"].get("parse and validate", 0) > 0  # generated code ran
+    assert split["compiled"].get("again", 0) < split["compiled"]["parse and validate"]  # from the cache
+    assert compiled_classes(spark) is not None

@@ -37,6 +37,7 @@ from lakehouse.jobs.progress import JobSteps
 from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
 from lakehouse.jvm import hadoop_path, jvm_class
 from lakehouse.settings import Settings
+from lakehouse.spark import compiled_expressions
 from lakehouse.table_setup import ensure_table
 from lakehouse.transforms import gold as gold_steps
 
@@ -274,6 +275,8 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
     windowed = scored.transform(gold_steps.with_window(cfg.window_duration))
     # Windows closed by an earlier batch take no more states ("late").
     in_time = gold_steps.on_time(prev_newest, cfg.window_watermark)
+    with compiled_expressions(spark):  # the window, rules and scoring: the same code every batch
+        scored.count()
     summary = gold_steps.batch_summary(windowed, in_time).first()
     step.rows = summary["n"]
     if summary["n"] == 0:

@@ -33,8 +33,12 @@ class JobSteps:
 
     def __init__(self, spark, job: str, batch_id: int | None = None, timings_log: str = ""):
         self.sc, self.job, self.batch_id, self.timings_log = spark.sparkContext, job, batch_id, timings_log
+        self.spark = spark
         self.base = self.sc.getLocalProperty(self.DESCRIPTION)
         self.started = self._mark = time.perf_counter()
+        # Classes Spark compiled so far (only when the split is logged: one call into the JVM a step).
+        self._compiled = compiled_classes(spark) if timings_log else None
+        self.compiled: dict[str, int] = {}
         self._current = "setup"
         self.seconds: dict[str, float] = {}
         self.rows: int | None = None
@@ -43,6 +47,11 @@ class JobSteps:
         now = time.perf_counter()
         self.seconds[self._current] = self.seconds.get(self._current, 0.0) + now - self._mark
         self._mark = now
+        if self._compiled is not None:
+            count = compiled_classes(self.spark)
+            if count is not None and count > self._compiled:
+                self.compiled[self._current] = self.compiled.get(self._current, 0) + count - self._compiled
+            self._compiled = count
 
     def __call__(self, step: str) -> None:
         self._close_current()
@@ -56,7 +65,18 @@ class JobSteps:
             append_timings(self.timings_log, {
                 "kind": "handler", "job": self.job, "batch": self.batch_id, "rows": self.rows,
                 "total_s": round(time.perf_counter() - self.started, 4),
-                "steps_s": {k: round(v, 4) for k, v in self.seconds.items()}})
+                "steps_s": {k: round(v, 4) for k, v in self.seconds.items()},
+                **({"compiled": self.compiled} if self._compiled is not None else {})})
+
+
+def compiled_classes(spark) -> int | None:
+    """Classes Spark's code generator has compiled in this JVM so far (``CodegenMetrics``); None
+    where the metric cannot be read (a measuring aid never fails a batch)."""
+    try:
+        return int(spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics
+                   .METRIC_COMPILATION_TIME().getCount())
+    except (Py4JError, AttributeError):
+        return None
 
 
 _TIMINGS_LOCK = threading.Lock()

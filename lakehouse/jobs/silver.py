@@ -41,6 +41,7 @@ from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.jobs.progress import JobSteps
 from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
 from lakehouse.settings import Settings
+from lakehouse.spark import compiled_expressions
 from lakehouse.table_setup import ensure_table
 from lakehouse.transforms.silver import (
     batch_span,
@@ -197,8 +198,9 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     step("parse and validate")
     parsed = batch_df.transform(parse_and_validate(settings.validation)).transform(to_outputs).persist()
     release.append(parsed)
-    counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
-              .count().collect()}
+    with compiled_expressions(spark):  # parsing and validation: the same code every batch
+        counts = {r["good"]: r["count"] for r in parsed.groupBy(F.col("reason").isNull().alias("good"))
+                  .count().collect()}
     n_in, n_quarantine = sum(counts.values()), counts.get(False, 0)
     step.rows = n_in
     if n_in == 0:
