@@ -147,16 +147,25 @@ def heap_region_mb(heap: str) -> int | None:
     return region
 
 
+# G1 starts a concurrent marking cycle when the old generation passes this share of the heap, not
+# at its own adaptive guess. The old generation of `run all` holds a micro-batch's caches (~1 GB of
+# a 2 GB heap at 10,000 states/s, dead at the batch's end); the adaptive threshold sat below that,
+# so G1 marked the heap all the time: 146 cycles in a 330 s run, ~82 s of marking, ~0.25 of the 2
+# cores (-Xlog:gc). With 75 %: 22 cycles, ~23 s, no full collection (docs/scaling.md).
+G1_MARKING = ("-XX:-G1UseAdaptiveIHOP", "-XX:InitiatingHeapOccupancyPercent=75")
+
+
 def java_options(settings: Settings, cache: str) -> str:
     """The driver JVM's options: the log configuration, G1's region size for the heap
-    (:func:`heap_region_mb`), then ``spark.java_options`` (later options win).
+    (:func:`heap_region_mb`) and marking threshold (:data:`G1_MARKING`), then
+    ``spark.java_options`` (later options win).
 
     Several options are one option naming a file that holds them (``-XX:VMOptionsFile``, in
     ``cache``, named by its content): ``spark-submit $(opensky-lakehouse spark-conf)`` splits the
     printed words on whitespace, so the value must be one word."""
     region = heap_region_mb(settings.spark.driver_memory)
     g1 = f"-XX:G1HeapRegionSize={region}m" if region else ""
-    options = " ".join(o for o in (f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}", g1,
+    options = " ".join(o for o in (f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}", g1, *G1_MARKING,
                                    settings.spark.java_options.strip()) if o)
     if not any(c.isspace() for c in options):
         return options
