@@ -12,6 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -94,3 +95,45 @@ def test_what_the_transaction_id_check_costs(spark, tmp_path):
         seconds[replay] = statistics.median(times[3:])
     print(f"\nappend of 1,000 rows: {seconds[False]:.3f} s tagged, {seconds[True]:.3f} s with txnAppId")
     assert _rows(str(tmp_path / "t-False")) == _rows(str(tmp_path / "t-True")) == 11_001
+
+
+def test_a_compiled_write_lands_the_same_rows_and_statistics_and_compiles_once(spark, tmp_path):
+    """write_delta(compiled=True), as the pipeline writes bronze, silver.flights and gold._state:
+    the rows and Delta's per-file statistics of an interpreted write, classes compiled on the first
+    batch and taken from Spark's code cache on the next, the session's NO_CODEGEN back after."""
+    from lakehouse.jobs.progress import compiled_classes
+
+    def batch(n: int):  # a materialized batch, as the pipeline hands its writes (a local checkpoint)
+        return spark.sql(f"""
+            SELECT format_string('%06x', id) AS icao24, IF(id % 7 = 0, NULL, id * 0.25) AS velocity,
+                   id % 2 = 0 AS on_ground, IF(id % 5 = 0, NULL, concat('AFR', id)) AS callsign,
+                   timestamp_seconds(1796500000 + id) AS event_time,
+                   to_date(timestamp_seconds(1796500000 + id * 3600)) AS event_date
+            FROM range({n})""").localCheckpoint(eager=True)
+
+    def stats(path: str) -> list:
+        adds = pa.table(DeltaTable(path).get_add_actions(flatten=True)).to_pylist()
+        return sorted((a["partition.event_date"], a["num_records"], json.dumps({k: a[k] for k in a if k.startswith(
+            ("min.", "max.", "null_count."))}, sort_keys=True, default=str)) for a in adds)
+
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    first = batch(500)
+    for name in ("interpreted", "compiled"):
+        first.limit(0).write.format("delta").partitionBy("event_date").save(str(tmp_path / name))  # the table
+    write_delta(first, str(tmp_path / "interpreted"), "app", 0, replay=False)
+    before = compiled_classes(spark)
+    write_delta(first, str(tmp_path / "compiled"), "app", 0, replay=False, compiled=True)
+    on_first = compiled_classes(spark) - before
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"
+    assert spark.conf.get("spark.sql.subexpressionElimination.enabled") == "false"
+    assert on_first > 0  # generated code wrote the rows
+    written = {name: spark.read.format("delta").load(str(tmp_path / name)) for name in ("interpreted", "compiled")}
+    assert sorted(written["compiled"].collect()) == sorted(written["interpreted"].collect()) == sorted(first.collect())
+    compiled_stats = stats(str(tmp_path / "compiled"))
+    assert compiled_stats == stats(str(tmp_path / "interpreted"))
+    assert len(compiled_stats) > 20 and all('"min.velocity"' in s and '"null_count.callsign"' in s for *_, s in compiled_stats)
+    # The next batch: a new local checkpoint of other rows, the same code, none compiled.
+    before = compiled_classes(spark)
+    write_delta(batch(300), str(tmp_path / "compiled"), "app", 1, replay=False, compiled=True)
+    assert compiled_classes(spark) - before == 0
+    assert _rows(str(tmp_path / "compiled")) == 800

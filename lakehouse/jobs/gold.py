@@ -239,7 +239,8 @@ class GoldBatch:
         step("write state")
         path = table_path(self.settings, STATE)
         mode = "overwrite" if self.migrate else state_write_mode(generation, self.generation)
-        writes(rows, path, self.app, mode=mode, options={"overwriteSchema": "true"} if self.migrate else None)
+        writes(rows, path, self.app, mode=mode, options={"overwriteSchema": "true"} if self.migrate else None,
+               compiled=True)  # a local checkpoint
         if not writes.replay and rows.sparkSession.sparkContext.master.startswith("local"):
             _WRITTEN[(path, self.app)] = (self.batch_id, rows)  # the table's newest generation now
         crash_point("gold", self.batch_id, "after_state")

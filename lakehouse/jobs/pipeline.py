@@ -74,7 +74,7 @@ def write_pipeline_batch(batch_df, batch_id: int, *, settings: Settings, checkpo
             gold_batch.write_live(writes, step)
         crash_point("bronze", batch_id, "before_write")
         step("write bronze")
-        writes(records, table_path(settings, bronze.TABLE), app_id(spark, checkpoint, "bronze"))
+        writes(records, table_path(settings, bronze.TABLE), app_id(spark, checkpoint, "bronze"), compiled=True)
         crash_point("bronze", batch_id, "after_write")
         if silver_batch is not None:
             silver_batch.write_side_tables(writes, step)

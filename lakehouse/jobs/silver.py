@@ -169,7 +169,7 @@ class SilverBatch:
 
     def write_flights(self, writes: BatchWrites, step: JobSteps) -> None:
         step("write flights")
-        writes(self.flights, table_path(self.settings, FLIGHTS), self.app)
+        writes(self.flights, table_path(self.settings, FLIGHTS), self.app, compiled=True)  # a local checkpoint
         crash_point("silver", self.batch_id, "after_flights")
         log.info(f"silver batch {self.batch_id}: {self.n_in} bronze rows -> {self.n_flights} flights, "
                  f"{self.n_quarantine} quarantined, {self.duplicates} duplicates dropped"
