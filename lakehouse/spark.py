@@ -228,6 +228,8 @@ def code_archive(settings: Settings) -> str:
     return target
 
 
+# Generated classes kept by Spark (spark.sql.codegen.cache.maxEntries; Spark's default is 100).
+CODEGEN_CACHE_ENTRIES = 500
 # What spark.codegen off turns off (spark_conf) and what compiled_expressions turns back on.
 _EXPRESSION_CODEGEN = {"spark.sql.codegen.factoryMode": ("NO_CODEGEN", "FALLBACK"),
                        "spark.sql.subexpressionElimination.enabled": ("false", "true")}
@@ -283,6 +285,12 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         # spark.codegen (conf/default.yaml): off, no per-trigger compilation of generated code.
         "spark.sql.codegen.wholeStage": str(settings.spark.codegen).lower(),
         "spark.sql.codegen.factoryMode": "FALLBACK" if settings.spark.codegen else "NO_CODEGEN",
+        # Spark's cache of generated classes (100 by default): a `run all` trigger compiles ~100
+        # classes on its first batch (the steps that run compiled, Delta's own jobs), so every
+        # batch that plans a few new ones (gold._state rewritten every 20th generation, a window
+        # closing) evicted others, and the next batch compiled ~30 classes again (+4 s at
+        # 10,000 states/s, docs/scaling.md). A few MB of metaspace more.
+        "spark.sql.codegen.cache.maxEntries": str(CODEGEN_CACHE_ENTRIES),
         # Interpreted, common subexpressions are shared through a Guava cache cleared for every
         # row: 13 % of the executors' samples of a `run all` batch of 200,000 rows, most of it in
         # Delta's per-file statistics of each write and in hash aggregates, where no expensive

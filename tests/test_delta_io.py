@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
 from lakehouse.jobs.delta_io import BatchWrites, begin_batch, committed, write_delta
 
@@ -137,3 +138,27 @@ def test_a_compiled_write_lands_the_same_rows_and_statistics_and_compiles_once(s
     write_delta(batch(300), str(tmp_path / "compiled"), "app", 1, replay=False, compiled=True)
     assert compiled_classes(spark) - before == 0
     assert _rows(str(tmp_path / "compiled")) == 800
+
+
+def test_the_code_cache_keeps_more_classes_than_a_trigger_compiles(spark):
+    """More distinct generated classes than Spark's default cache holds (100) stay compiled: a
+    `run all` trigger compiles ~100 on its first batch, and a batch that planned a few new ones
+    used to evict the rest, compiled again on the next batch (spark.sql.codegen.cache.maxEntries)."""
+    from lakehouse.jobs.progress import compiled_classes
+    from lakehouse.spark import CODEGEN_CACHE_ENTRIES, compiled_expressions
+
+    assert int(spark.conf.get("spark.sql.codegen.cache.maxEntries")) == CODEGEN_CACHE_ENTRIES > 150
+    rows = spark.range(3)
+
+    def run(k: int):  # a projection of its own: the literal is part of the generated code
+        return rows.select((F.col("id") * 1000 + F.lit(k)).alias("x")).collect()
+
+    with compiled_expressions(spark):
+        first = compiled_classes(spark)
+        assert [r.x for r in run(7_000_001)] == [7_000_001, 7_001_001, 7_002_001]
+        assert compiled_classes(spark) > first  # generated code ran
+        for k in range(150):  # 150 other classes after it
+            run(8_000_000 + k)
+        before = compiled_classes(spark)
+        assert [r.x for r in run(7_000_001)] == [7_000_001, 7_001_001, 7_002_001]
+        assert compiled_classes(spark) == before  # still in the cache: not compiled again
