@@ -18,6 +18,8 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from lakehouse.jobs.delta_io import BatchWrites, begin_batch, committed, write_delta
+from lakehouse.jobs.progress import compiled_classes
+from lakehouse.spark import CODEGEN_CACHE_ENTRIES, compiled_expressions
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +104,6 @@ def test_a_compiled_write_lands_the_same_rows_and_statistics_and_compiles_once(s
     """write_delta(compiled=True), as the pipeline writes bronze, silver.flights and gold._state:
     the rows and Delta's per-file statistics of an interpreted write, classes compiled on the first
     batch and taken from Spark's code cache on the next, the session's NO_CODEGEN back after."""
-    from lakehouse.jobs.progress import compiled_classes
 
     def batch(n: int):  # a materialized batch, as the pipeline hands its writes (a local checkpoint)
         return spark.sql(f"""
@@ -144,8 +145,6 @@ def test_the_code_cache_keeps_more_classes_than_a_trigger_compiles(spark):
     """More distinct generated classes than Spark's default cache holds (100) stay compiled: a
     `run all` trigger compiles ~100 on its first batch, and a batch that planned a few new ones
     used to evict the rest, compiled again on the next batch (spark.sql.codegen.cache.maxEntries)."""
-    from lakehouse.jobs.progress import compiled_classes
-    from lakehouse.spark import CODEGEN_CACHE_ENTRIES, compiled_expressions
 
     assert int(spark.conf.get("spark.sql.codegen.cache.maxEntries")) == CODEGEN_CACHE_ENTRIES > 150
     rows = spark.range(3)
