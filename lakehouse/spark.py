@@ -245,13 +245,21 @@ def compiled_expressions(spark) -> Iterator[None]:
     in Spark's code cache afterwards, so each row is evaluated by generated code without a
     compilation per trigger. Results are the same either way; the session's setting is put back
     after (another query sharing the session in between runs compiled too, no more)."""
-    conf = spark.conf
-    before = {key: conf.get(key, None) for key in _EXPRESSION_CODEGEN}
-    if before["spark.sql.codegen.factoryMode"] != _EXPRESSION_CODEGEN["spark.sql.codegen.factoryMode"][0]:
+    if spark.conf.get("spark.sql.codegen.factoryMode", None) != _EXPRESSION_CODEGEN["spark.sql.codegen.factoryMode"][0]:
         yield
         return
-    for key, (_, on) in _EXPRESSION_CODEGEN.items():
-        conf.set(key, on)
+    with session_conf(spark, {key: on for key, (_, on) in _EXPRESSION_CODEGEN.items()}):
+        yield
+
+
+@contextmanager
+def session_conf(spark, values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` on the session for the block, then put back what was there (unset stays
+    unset)."""
+    conf = spark.conf
+    before = {key: conf.get(key, None) for key in values}
+    for key, value in values.items():
+        conf.set(key, value)
     try:
         yield
     finally:
@@ -260,6 +268,27 @@ def compiled_expressions(spark) -> Iterator[None]:
                 conf.unset(key)
             else:
                 conf.set(key, value)
+
+
+# What merged_partitions sets: adaptive execution merges a shuffle's partitions towards its
+# advisory size (64 MB) rather than towards one per core, in a persisted plan too (by default a
+# cached plan keeps every shuffle partition).
+_MERGED_PARTITIONS = {"spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
+                      "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true"}
+
+
+@contextmanager
+def merged_partitions(spark) -> Iterator[None]:
+    """Plan and run the block's persisted steps with their shuffles merged towards 64 MB a
+    partition: a micro-batch of up to ~100,000 states is one task after each shuffle.
+
+    For gold's scoring step: each concurrent task of a pandas UDF has its own Python worker
+    (~150-200 MB of pandas, pyarrow and scikit-learn, kept for the next batch), and with one
+    partition per core `run all` kept two. A batch of a million states still splits. Applied to
+    every shuffle of `run all` it made the deduplication of a million states one task (the
+    pipeline 32 -> 37 s), so it is scoped (docs/scaling.md "run all in 2.5 GB")."""
+    with session_conf(spark, _MERGED_PARTITIONS):
+        yield
 
 
 def spark_conf(settings: Settings) -> dict[str, str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
+from lakehouse.spark import merged_partitions
 from ml.artefact import load_artefact, model_dir, save_artefact
 from ml.features import INPUT_COLUMNS
 from ml.labelled import simulated_run
@@ -129,3 +132,29 @@ def test_a_pinned_version_is_kept(spark, ml_settings, states):
 
     with pytest.raises(ArtefactError, match="v0007"):
         add_ml_scores(to_spark(spark, states.head(3)), ml_settings.replace(ml={"model_version": "v0007"}))
+
+
+def test_a_small_batch_is_scored_in_one_task(spark, ml_settings, states):
+    """gold persists its scored states inside merged_partitions: after the shuffle by aircraft a
+    small batch is one partition, so one Python worker scores it (each concurrent task has its
+    own, ~150-200 MB of pandas, pyarrow and scikit-learn); outside it the cached plan keeps a
+    partition per shuffle partition. The session's settings are put back after."""
+    publish(ml_settings, states)
+    keys = ("spark.sql.adaptive.coalescePartitions.parallelismFirst",
+            "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning")
+    before = [spark.conf.get(k, None) for k in keys]
+
+    def scored_partitions(merged: bool) -> tuple[int, int]:
+        shuffled = to_spark(spark, states).repartition("icao24")  # as the window by aircraft
+        with merged_partitions(spark) if merged else contextlib.nullcontext():
+            scored = shuffled.transform(lambda d: add_ml_scores(d, ml_settings)).persist()
+            n = scored.count()
+        try:  # read from the cache: its partitions are the ones the scoring ran in
+            return n, scored.select(F.spark_partition_id()).distinct().count()
+        finally:
+            scored.unpersist(blocking=True)
+
+    assert scored_partitions(merged=True) == (len(states), 1)
+    assert [spark.conf.get(k, None) for k in keys] == before
+    n, partitions = scored_partitions(merged=False)
+    assert n == len(states) and partitions > 1

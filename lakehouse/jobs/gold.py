@@ -37,7 +37,7 @@ from lakehouse.jobs.progress import JobSteps
 from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
 from lakehouse.jvm import hadoop_path, jvm_class
 from lakehouse.settings import Settings
-from lakehouse.spark import compiled_expressions
+from lakehouse.spark import compiled_expressions, merged_partitions
 from lakehouse.table_setup import ensure_table
 from lakehouse.transforms import gold as gold_steps
 
@@ -271,13 +271,15 @@ def prepare_gold(batch_df, batch_id: int, *, settings: Settings, checkpoint: str
 
     scoring = scored_by(batch_model(spark, settings, checkpoint, batch_id), settings.ml)
     step("previous states, rules, scores")
-    scored = batch_df.transform(gold_steps.score_states(last, settings.rules, scoring)).persist()
-    release.append(scored)
+    # One task, so one Python worker, for the scoring of a batch of up to ~100,000 states.
+    with merged_partitions(spark):
+        scored = batch_df.transform(gold_steps.score_states(last, settings.rules, scoring)).persist()
+        release.append(scored)
+        with compiled_expressions(spark):  # the window, rules and scoring: the same code every batch
+            scored.count()
     windowed = scored.transform(gold_steps.with_window(cfg.window_duration))
     # Windows closed by an earlier batch take no more states ("late").
     in_time = gold_steps.on_time(prev_newest, cfg.window_watermark)
-    with compiled_expressions(spark):  # the window, rules and scoring: the same code every batch
-        scored.count()
     summary = gold_steps.batch_summary(windowed, in_time).first()
     step.rows = summary["n"]
     if summary["n"] == 0:
