@@ -8,6 +8,7 @@ batch's tag, and recognises batches an older version committed with ``txnAppId``
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.jobs.delta_io import BatchWrites, begin_batch, committed, write_delta
 from lakehouse.jobs.progress import compiled_classes
-from lakehouse.spark import CODEGEN_CACHE_ENTRIES, compiled_expressions
+from lakehouse.spark import CODEGEN_CACHE_ENTRIES, MALLOC_ARENAS, compiled_expressions
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +162,12 @@ def test_the_code_cache_keeps_more_classes_than_a_trigger_compiles(spark):
         before = compiled_classes(spark)
         assert [r.x for r in run(7_000_001)] == [7_000_001, 7_001_001, 7_002_001]
         assert compiled_classes(spark) == before  # still in the cache: not compiled again
+
+
+def test_the_jvm_runs_with_few_malloc_arenas(spark):
+    """The session's JVM inherits MALLOC_ARENA_MAX (glibc's default, 8 arenas a core, kept ~80 MB
+    more of `run all`'s JVM resident), unless the environment set its own."""
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+    assert env[b"MALLOC_ARENA_MAX"] == os.environ.get("MALLOC_ARENA_MAX", MALLOC_ARENAS).encode()
