@@ -79,15 +79,19 @@ def test_a_commit_s_file_calls_start_no_process(spark, tmp_path):
     hadoops.initialize(jvm.java.net.URI("file:///"), conf)
     ours = _jvm_fs(spark, str(tmp_path))[0].getRawFileSystem()
     started = {}
+    # The counter is the whole machine's: anything else starting processes or threads meanwhile
+    # (the session's own threads, another job) adds to it, never takes away. So each file system
+    # gets three attempts and keeps its fewest.
     for name, fs in (("hadoop", hadoops), ("ours", ours)):
-        before = _processes_started()
-        for i in range(10):
-            fs.setPermission(target, perm)
-            fs.getFileLinkStatus(target)
-            out = fs.create(jvm.org.apache.hadoop.fs.Path(f"file://{tmp_path / f'{name}-{i}'}"), perm, False,
-                            4096, 1, 1 << 20, None)
-            out.close()
-        started[name] = _processes_started() - before
+        for attempt in range(3):
+            before = _processes_started()
+            for i in range(10):
+                fs.setPermission(target, perm)
+                fs.getFileLinkStatus(target)
+                out = fs.create(jvm.org.apache.hadoop.fs.Path(f"file://{tmp_path / f'{name}-{attempt}-{i}'}"), perm,
+                                False, 4096, 1, 1 << 20, None)
+                out.close()
+            started[name] = min(started.get(name, 1 << 30), _processes_started() - before)
     assert started["hadoop"] >= 30, started  # the control: chmod, readlink, chmod per round
     assert started["ours"] <= 3, started
 
