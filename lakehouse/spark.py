@@ -375,13 +375,16 @@ FS_CLASSES = {
 
 
 def local_fs_jar(cache: str) -> str | None:
-    """The jar of ``lakehouse/java`` (the local file system without child processes), compiled
-    once per source digest into ``cache`` with the JDK's ``javac``; None when there is no JDK.
+    """The jar of ``lakehouse/java``, compiled once per source digest into ``cache`` with the
+    JDK's ``javac``; None when there is no JDK. Two things in it:
 
-    Without Hadoop's native library (pip's pyspark ships none) Hadoop's local file system runs
-    ``chmod`` for every file it creates and ``readlink`` for every rename through FileContext
-    (each Delta commit, each streaming checkpoint file): ~150 child processes of the Spark JVM
-    per ``run all`` trigger. The classes do both in Java and leave the rest to Hadoop.
+    - the local file system without child processes: without Hadoop's native library (pip's
+      pyspark ships none) Hadoop's local file system runs ``chmod`` for every file it creates and
+      ``readlink`` for every rename through FileContext (each Delta commit, each streaming
+      checkpoint file): ~150 child processes of the Spark JVM per ``run all`` trigger. The
+      classes do both in Java and leave the rest to Hadoop (``spark.fast_local_fs``);
+    - silver's parser of plain records (``org.opensky.lakehouse.json.RecordParser``, see
+      ``lakehouse.transforms.silver.plain_record_parser``).
     """
     sources = sorted(glob.glob(os.path.join(JAVA_SRC, "**", "*.java"), recursive=True))
     digest = hashlib.sha1()
@@ -394,30 +397,34 @@ def local_fs_jar(cache: str) -> str | None:
     if not sources or not javac or not jar:
         log.info("no JDK (javac, jar) on PATH: Hadoop's local file system forks chmod/readlink per file")
         return None
-    hadoop = hadoop_client_jars()
+    import pyspark
+
+    spark_jars = os.path.join(os.path.dirname(pyspark.__file__), "jars", "*")  # Spark's API, Hadoop's
     os.makedirs(cache, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as classes:
         try:
-            subprocess.run([javac, "--release", "17", "-nowarn", "-cp", os.pathsep.join(hadoop), "-d", classes,
+            subprocess.run([javac, "--release", "17", "-nowarn", "-cp", spark_jars, "-d", classes,
                             *sources], capture_output=True, text=True, check=True)
             write_whole(target, lambda out: subprocess.run([jar, "cf", out, "-C", classes, "."], capture_output=True,
                                                            text=True, check=True))
         except subprocess.CalledProcessError as exc:
-            log.warning("could not compile %s (Hadoop's local file system stays): %s", JAVA_SRC,
+            log.warning("could not compile %s (Hadoop's local file system and from_json for every record stay): %s",
+                        JAVA_SRC,
                         (exc.stderr or exc.stdout or "").strip()[-500:])
             return None
     return target
 
 
 def _local_fs_conf(settings: Settings, cache: str) -> dict[str, str]:
-    """The no-fork local file system (:func:`local_fs_jar`) for a local master (one JVM: the
-    driver's class path is the executors'); nothing for a cluster or when it cannot be built."""
-    if not is_local_master(settings) or not settings.spark.fast_local_fs:
+    """The project's jar (:func:`local_fs_jar`) for a local master (one JVM: the driver's class
+    path is the executors'), with the no-fork local file system unless ``spark.fast_local_fs`` is
+    off; nothing for a cluster or when it cannot be built."""
+    if not is_local_master(settings):
         return {}
     jar = local_fs_jar(cache)
     if jar is None:
         return {}
-    return {"spark.driver.extraClassPath": jar, **FS_CLASSES}
+    return {"spark.driver.extraClassPath": jar, **(FS_CLASSES if settings.spark.fast_local_fs else {})}
 
 
 def _jars_manifest(settings: Settings, cache: str) -> str:

@@ -372,3 +372,75 @@ def test_validation_compiled_gives_the_interpreted_rows_and_puts_the_setting_bac
     assert split["compiled"].get("parse and validate", 0) > 0  # generated code ran
     assert split["compiled"].get("again", 0) < split["compiled"]["parse and validate"]  # from the cache
     assert compiled_classes(spark) is not None
+
+
+# The plain parser's cases: (JSON text, whether it is plain). What is plain the Java parser
+# parses itself; the rest it leaves to from_json. Either way `r` must be what from_json alone gives.
+_S = json.dumps(state())
+PARSER_CASES = [
+    (_S, True),
+    (json.dumps(state(), indent=2), True),  # whitespace and newlines between the tokens
+    (json.dumps(state(sensors=[1, None, 70000]), separators=(",", ":")), True),
+    (json.dumps(state(sensors=[])), True),
+    (json.dumps(state(callsign="ÆØÅ 中文 ✈", origin_country="Côte d'Ivoire"), ensure_ascii=False), True),
+    (json.dumps(state(longitude=8, latitude=-0, velocity=1.5e2, vertical_rate=-1.25E-3, true_track=123456789012345678)),
+     True),  # integers for doubles (as Jackson converts them), exponents
+    (json.dumps(state(baro_altitude=1e308, geo_altitude=-2.2250738585072014e-308, velocity=0.1 + 0.2)), True),
+    (json.dumps(state(time_position=-9, produced_at=999_999_999_999_999_999)), True),
+    (json.dumps({k: None for k in state()}), True),  # every field null
+    ("{}", True),
+    ('{"icao24": "3c6444"}', True),  # fields missing
+    (json.dumps(state(callsign="DLH\\"), ensure_ascii=True), False),  # an escape
+    (json.dumps(state(callsign="\u2708"), ensure_ascii=True), False),  # \\u escape
+    (_S[:-1] + ', "extra": 1}', False),  # a key not in the record
+    (_S[:-1] + ', "icao24": "abcdef"}', False),  # a key twice
+    (json.dumps(state(time_position="1700000000")), False),  # a string for a number
+    (json.dumps(state(time_position=1.0)), False),  # a fraction for a long
+    (json.dumps(state(category=2**31)), False),  # beyond an int
+    (json.dumps(state(produced_at=10**19)), False),  # beyond 18 digits
+    (json.dumps(state(velocity=10**19)), False),
+    (json.dumps(state(velocity=1e400)), False),  # Python writes Infinity: not JSON
+    (json.dumps(state(velocity=float("nan"))), False),
+    (_S.replace('"velocity": 230.0', '"velocity": 01'), False),  # a leading zero
+    (_S.replace('"velocity": 230.0', '"velocity": +1'), False),
+    (_S.replace('"velocity": 230.0', '"velocity": 1.'), False),
+    (_S.replace('"velocity": 230.0', '"velocity": 2e'), False),
+    (_S.replace('"velocity": 230.0', '"velocity": 230.0x'), False),
+    (json.dumps(state(on_ground="yes")), False),
+    (json.dumps(state(on_ground=1)), False),
+    (json.dumps(state(callsign=7)), False),  # a number for a string
+    (json.dumps(state(callsign={"a": 1})), False),
+    (json.dumps(state(sensors=[1, "2"])), False),
+    (json.dumps(state(sensors=[1.5])), False),
+    (json.dumps(state(sensors=7)), False),
+    (_S.replace('"DLH9U   "', '"DLH\t9U"'), False),  # a control character in a string
+    (_S + " {}", False),  # more after the object
+    (_S[:-1], False),  # no closing brace
+    ("[" + _S + "]", False),
+    ("", False),
+    ("null", False),
+    ('"3c6444"', False),
+    ("\ufeff" + _S, False),  # a byte order mark
+]
+
+
+@pytest.mark.integration
+def test_the_plain_record_parser_gives_what_from_json_gives(spark):
+    """The Java parser of plain records (lakehouse/java, on the test session's class path) takes
+    the plain ones and leaves the others to from_json; `r` equals from_json's in every case."""
+    from lakehouse.transforms.silver import PARSED_SCHEMA, parse_records, plain_record_parser
+
+    plain = plain_record_parser()
+    assert plain is not None, "the project's jar is not on the session's class path"
+    values = [text for text, _ in PARSER_CASES] + [None]
+    rows = bronze_df(spark, values).transform(parse_records).select(
+        "offset", "r", plain(F.col("value")).isNotNull().alias("plain"),
+        F.from_json(F.col("value").cast("string"), PARSED_SCHEMA,
+                    {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}).alias("expected"),
+    ).orderBy("offset").collect()
+    for (text, is_plain), row in zip([*PARSER_CASES, (None, False)], rows, strict=True):
+        assert row.plain == is_plain, text
+        assert repr(row.r) == repr(row.expected), text  # repr: NaN equals NaN
+        if is_plain:
+            assert row.r is not None and row.r["_corrupt_record"] is None, text
+    assert rows[0].r["velocity"] == 230.0 and rows[2].r["sensors"] == [1, None, 70000]

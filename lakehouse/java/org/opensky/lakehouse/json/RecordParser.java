@@ -1,0 +1,352 @@
+package org.opensky.lakehouse.json;
+
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.api.java.UDF1;
+
+/**
+ * A Kafka record's JSON bytes parsed into the record's fields, for the records that need nothing
+ * but the plain JSON our producers write: one flat object of known keys, each once, strings
+ * without escapes, numbers of the field's own kind. For anything else it returns null, and the
+ * caller parses the record with Spark's {@code from_json} (lakehouse.transforms.silver): a record
+ * this parser accepts gets the same values {@code from_json} gives it, and every other record is
+ * parsed by {@code from_json} itself.
+ *
+ * <p>{@code from_json} reads each record through a new character reader and Jackson's general
+ * parser, with a converter per value (about two thirds of silver's parse and validate); this
+ * reads the bytes once. The fields and their kinds are given by the caller, from the record
+ * contract (lakehouse.records.RECORD_TYPES): string, long, int, double, boolean, array&lt;int&gt;.
+ * The row has one more field, last, always null: from_json's corrupt-record column.
+ */
+public final class RecordParser implements UDF1<byte[], Row> {
+    private static final long serialVersionUID = 1L;
+
+    static final int STRING = 0, LONG = 1, INT = 2, DOUBLE = 3, BOOLEAN = 4, INT_ARRAY = 5;
+
+    private final byte[][] names;
+    private final int[] kinds;
+
+    /** {@code names[i]} of kind {@code kinds[i]} (string, long, int, double, boolean, array&lt;int&gt;). */
+    public RecordParser(String[] names, String[] kinds) {
+        if (names.length != kinds.length || names.length > 63) {
+            throw new IllegalArgumentException("one kind per field, at most 63 fields");
+        }
+        this.names = new byte[names.length][];
+        this.kinds = new int[kinds.length];
+        for (int i = 0; i < names.length; i++) {
+            this.names[i] = names[i].getBytes(StandardCharsets.UTF_8);
+            this.kinds[i] = kind(kinds[i]);
+        }
+    }
+
+    private static int kind(String name) {
+        switch (name) {
+            case "string": return STRING;
+            case "long": return LONG;
+            case "int": return INT;
+            case "double": return DOUBLE;
+            case "boolean": return BOOLEAN;
+            case "array<int>": return INT_ARRAY;
+            default: throw new IllegalArgumentException("unsupported kind " + name);
+        }
+    }
+
+    /** Thrown where the record is not plain: {@code from_json} decides. Carries no stack trace. */
+    private static final class NotPlain extends Exception {
+        private static final long serialVersionUID = 1L;
+        static final NotPlain INSTANCE = new NotPlain();
+
+        private NotPlain() {
+            super(null, null, false, false);
+        }
+    }
+
+    @Override
+    public Row call(byte[] value) {
+        if (value == null) {
+            return null;
+        }
+        try {
+            return RowFactory.create(parse(value));
+        } catch (NotPlain e) {
+            return null;
+        }
+    }
+
+    /** The field values (and a null corrupt-record column), or NotPlain. */
+    Object[] parse(byte[] b) throws NotPlain {
+        Object[] out = new Object[names.length + 1];
+        long seen = 0;
+        int i = skip(b, 0);
+        if (i >= b.length || b[i] != '{') {
+            throw NotPlain.INSTANCE;
+        }
+        i = skip(b, i + 1);
+        if (i < b.length && b[i] == '}') {
+            return end(b, i + 1, out);
+        }
+        while (true) {
+            if (i >= b.length || b[i] != '"') {
+                throw NotPlain.INSTANCE;
+            }
+            int keyStart = i + 1;
+            int keyEnd = stringEnd(b, keyStart);
+            int field = field(b, keyStart, keyEnd);
+            if (field < 0 || (seen & (1L << field)) != 0) {
+                throw NotPlain.INSTANCE;  // a key not in the record, or twice
+            }
+            seen |= 1L << field;
+            i = skip(b, keyEnd + 1);
+            if (i >= b.length || b[i] != ':') {
+                throw NotPlain.INSTANCE;
+            }
+            i = skip(b, i + 1);
+            i = value(b, i, field, out);
+            i = skip(b, i);
+            if (i >= b.length) {
+                throw NotPlain.INSTANCE;
+            }
+            if (b[i] == '}') {
+                return end(b, i + 1, out);
+            }
+            if (b[i] != ',') {
+                throw NotPlain.INSTANCE;
+            }
+            i = skip(b, i + 1);
+        }
+    }
+
+    private static Object[] end(byte[] b, int i, Object[] out) throws NotPlain {
+        if (skip(b, i) != b.length) {
+            throw NotPlain.INSTANCE;  // anything after the object
+        }
+        return out;
+    }
+
+    private static int skip(byte[] b, int i) {
+        while (i < b.length && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) {
+            i++;
+        }
+        return i;
+    }
+
+    /** The index of the closing quote of a string starting at {@code i}: no escapes, no control characters. */
+    private static int stringEnd(byte[] b, int i) throws NotPlain {
+        while (i < b.length) {
+            byte c = b[i];
+            if (c == '"') {
+                return i;
+            }
+            if (c == '\\' || (c >= 0 && c < 0x20)) {
+                throw NotPlain.INSTANCE;
+            }
+            i++;
+        }
+        throw NotPlain.INSTANCE;
+    }
+
+    private int field(byte[] b, int start, int end) {
+        int length = end - start;
+        for (int f = 0; f < names.length; f++) {
+            byte[] name = names[f];
+            if (name.length == length && Arrays.equals(name, 0, length, b, start, end)) {
+                return f;
+            }
+        }
+        return -1;
+    }
+
+    private static boolean at(byte[] b, int i, String word) {
+        if (i + word.length() > b.length) {
+            return false;
+        }
+        for (int k = 0; k < word.length(); k++) {
+            if (b[i + k] != word.charAt(k)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Parses the value of {@code field} at {@code i} into {@code out}; returns the index after it. */
+    private int value(byte[] b, int i, int field, Object[] out) throws NotPlain {
+        if (i >= b.length) {
+            throw NotPlain.INSTANCE;
+        }
+        if (at(b, i, "null")) {
+            return i + 4;  // out[field] stays null
+        }
+        switch (kinds[field]) {
+            case STRING: {
+                if (b[i] != '"') {
+                    throw NotPlain.INSTANCE;
+                }
+                int end = stringEnd(b, i + 1);
+                out[field] = new String(b, i + 1, end - i - 1, StandardCharsets.UTF_8);
+                return end + 1;
+            }
+            case BOOLEAN:
+                if (at(b, i, "true")) {
+                    out[field] = Boolean.TRUE;
+                    return i + 4;
+                }
+                if (at(b, i, "false")) {
+                    out[field] = Boolean.FALSE;
+                    return i + 5;
+                }
+                throw NotPlain.INSTANCE;
+            case LONG: {
+                int end = integerEnd(b, i);
+                out[field] = integer(b, i, end);
+                return end;
+            }
+            case INT: {
+                int end = integerEnd(b, i);
+                out[field] = intValue(integer(b, i, end));
+                return end;
+            }
+            case DOUBLE:
+                return number(b, i, field, out);
+            case INT_ARRAY:
+                return intArray(b, i, field, out);
+            default:
+                throw NotPlain.INSTANCE;
+        }
+    }
+
+    private static Integer intValue(long v) throws NotPlain {
+        if (v < Integer.MIN_VALUE || v > Integer.MAX_VALUE) {
+            throw NotPlain.INSTANCE;
+        }
+        return (int) v;
+    }
+
+    /** The end of an integer token at {@code i} (JSON's grammar: no leading zeros, no plus sign),
+     * followed by no fraction or exponent; at most 18 digits. */
+    private static int integerEnd(byte[] b, int i) throws NotPlain {
+        int start = i;
+        if (i < b.length && b[i] == '-') {
+            i++;
+        }
+        int digits = i;
+        while (i < b.length && b[i] >= '0' && b[i] <= '9') {
+            i++;
+        }
+        int n = i - digits;
+        if (n == 0 || n > 18 || (n > 1 && b[digits] == '0')) {
+            throw NotPlain.INSTANCE;
+        }
+        if (i < b.length && (b[i] == '.' || b[i] == 'e' || b[i] == 'E')) {
+            throw NotPlain.INSTANCE;  // a fraction or exponent: not this field's kind
+        }
+        return i;
+    }
+
+    private static long integer(byte[] b, int start, int end) {
+        boolean negative = b[start] == '-';
+        long v = 0;
+        for (int k = negative ? start + 1 : start; k < end; k++) {
+            v = v * 10 + (b[k] - '0');
+        }
+        return negative ? -v : v;
+    }
+
+    /** A number for a double field: an integer token as Jackson converts it (its long value), any
+     * other by {@link Double#parseDouble} (correctly rounded, as Jackson's). */
+    private static int number(byte[] b, int i, int field, Object[] out) throws NotPlain {
+        int start = i;
+        if (i < b.length && b[i] == '-') {
+            i++;
+        }
+        int digits = i;
+        while (i < b.length && b[i] >= '0' && b[i] <= '9') {
+            i++;
+        }
+        int n = i - digits;
+        if (n == 0 || (n > 1 && b[digits] == '0')) {
+            throw NotPlain.INSTANCE;
+        }
+        boolean integral = true;
+        if (i < b.length && b[i] == '.') {
+            integral = false;
+            int fraction = ++i;
+            while (i < b.length && b[i] >= '0' && b[i] <= '9') {
+                i++;
+            }
+            if (i == fraction) {
+                throw NotPlain.INSTANCE;
+            }
+        }
+        if (i < b.length && (b[i] == 'e' || b[i] == 'E')) {
+            integral = false;
+            i++;
+            if (i < b.length && (b[i] == '+' || b[i] == '-')) {
+                i++;
+            }
+            int exponent = i;
+            while (i < b.length && b[i] >= '0' && b[i] <= '9') {
+                i++;
+            }
+            if (i == exponent) {
+                throw NotPlain.INSTANCE;
+            }
+        }
+        double v;
+        if (integral) {
+            if (n > 18) {
+                throw NotPlain.INSTANCE;
+            }
+            v = (double) integer(b, start, i);
+        } else {
+            v = Double.parseDouble(new String(b, start, i - start, StandardCharsets.ISO_8859_1));
+            if (Double.isInfinite(v)) {
+                throw NotPlain.INSTANCE;
+            }
+        }
+        out[field] = v;
+        return i;
+    }
+
+    private static int intArray(byte[] b, int i, int field, Object[] out) throws NotPlain {
+        if (b[i] != '[') {
+            throw NotPlain.INSTANCE;
+        }
+        i = skip(b, i + 1);
+        Integer[] values = new Integer[4];
+        int n = 0;
+        if (i < b.length && b[i] == ']') {
+            out[field] = new Integer[0];
+            return i + 1;
+        }
+        while (true) {
+            Integer element;
+            if (at(b, i, "null")) {
+                element = null;
+                i += 4;
+            } else {
+                int end = integerEnd(b, i);
+                element = intValue(integer(b, i, end));
+                i = end;
+            }
+            if (n == values.length) {
+                values = Arrays.copyOf(values, n * 2);
+            }
+            values[n++] = element;
+            i = skip(b, i);
+            if (i >= b.length) {
+                throw NotPlain.INSTANCE;
+            }
+            if (b[i] == ']') {
+                out[field] = Arrays.copyOf(values, n);
+                return i + 1;
+            }
+            if (b[i] != ',') {
+                throw NotPlain.INSTANCE;
+            }
+            i = skip(b, i + 1);
+        }
+    }
+}
