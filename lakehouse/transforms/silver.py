@@ -113,9 +113,7 @@ def plain_record_parser() -> Callable[[Column], Column] | None:
     names, kinds = (gateway.new_array(sc._jvm.java.lang.String, len(RECORD_TYPES)) for _ in range(2))
     for i, (name, kind) in enumerate(RECORD_TYPES.items()):
         names[i], kinds[i] = name, kind
-    udf = sc._jvm.org.apache.spark.sql.functions.udf(
-        parser_class(names, kinds), sc._jvm.org.apache.spark.sql.types.DataType.fromJson(PARSED_SCHEMA.json()))
-    udf = udf.withName("plain_record")
+    udf = parser_class.udf(names, kinds, PARSED_SCHEMA.json())
     return lambda value: Column(udf.apply(_to_seq(sc, [value._jc])))
 
 

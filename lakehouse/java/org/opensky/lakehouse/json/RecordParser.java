@@ -6,6 +6,9 @@ import java.util.Arrays;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.api.java.UDF1;
+import org.apache.spark.sql.expressions.UserDefinedFunction;
+import org.apache.spark.sql.functions;
+import org.apache.spark.sql.types.DataType;
 
 /**
  * A Kafka record's JSON bytes parsed into the record's fields, for the records that need nothing
@@ -40,6 +43,16 @@ public final class RecordParser implements UDF1<byte[], Row> {
             this.names[i] = names[i].getBytes(StandardCharsets.UTF_8);
             this.kinds[i] = kind(kinds[i]);
         }
+    }
+
+    /**
+     * The parser as a UDF of {@code value} (binary) returning a row of {@code schemaJson} (the
+     * record's fields in the order of {@code names}, then the corrupt-record column). Made here, where
+     * Java picks {@code functions.udf(UDF1, DataType)}: from Python, Py4J may pick the untyped
+     * {@code udf(Object, DataType)}, which Spark refuses.
+     */
+    public static UserDefinedFunction udf(String[] names, String[] kinds, String schemaJson) {
+        return functions.udf(new RecordParser(names, kinds), DataType.fromJson(schemaJson)).withName("plain_record");
     }
 
     private static int kind(String name) {
@@ -80,6 +93,7 @@ public final class RecordParser implements UDF1<byte[], Row> {
     Object[] parse(byte[] b) throws NotPlain {
         Object[] out = new Object[names.length + 1];
         long seen = 0;
+        int previous = -1;
         int i = skip(b, 0);
         if (i >= b.length || b[i] != '{') {
             throw NotPlain.INSTANCE;
@@ -94,11 +108,12 @@ public final class RecordParser implements UDF1<byte[], Row> {
             }
             int keyStart = i + 1;
             int keyEnd = stringEnd(b, keyStart);
-            int field = field(b, keyStart, keyEnd);
+            int field = field(b, keyStart, keyEnd, previous + 1);
             if (field < 0 || (seen & (1L << field)) != 0) {
                 throw NotPlain.INSTANCE;  // a key not in the record, or twice
             }
             seen |= 1L << field;
+            previous = field;
             i = skip(b, keyEnd + 1);
             if (i >= b.length || b[i] != ':') {
                 throw NotPlain.INSTANCE;
@@ -148,15 +163,22 @@ public final class RecordParser implements UDF1<byte[], Row> {
         throw NotPlain.INSTANCE;
     }
 
-    private int field(byte[] b, int start, int end) {
-        int length = end - start;
+    /** The field named by the key {@code b[start:end]}, -1 for none; {@code expected} (the field
+     * after the previous key: records list their fields in order) is compared first. */
+    private int field(byte[] b, int start, int end, int expected) {
+        if (expected < names.length && is(names[expected], b, start, end)) {
+            return expected;
+        }
         for (int f = 0; f < names.length; f++) {
-            byte[] name = names[f];
-            if (name.length == length && Arrays.equals(name, 0, length, b, start, end)) {
+            if (is(names[f], b, start, end)) {
                 return f;
             }
         }
         return -1;
+    }
+
+    private static boolean is(byte[] name, byte[] b, int start, int end) {
+        return name.length == end - start && Arrays.equals(name, 0, name.length, b, start, end);
     }
 
     private static boolean at(byte[] b, int i, String word) {
@@ -227,20 +249,30 @@ public final class RecordParser implements UDF1<byte[], Row> {
     /** The end of an integer token at {@code i} (JSON's grammar: no leading zeros, no plus sign),
      * followed by no fraction or exponent; at most 18 digits. */
     private static int integerEnd(byte[] b, int i) throws NotPlain {
-        int start = i;
-        if (i < b.length && b[i] == '-') {
-            i++;
-        }
-        int digits = i;
-        while (i < b.length && b[i] >= '0' && b[i] <= '9') {
-            i++;
-        }
-        int n = i - digits;
-        if (n == 0 || n > 18 || (n > 1 && b[digits] == '0')) {
+        int end = integerPart(b, i);
+        if (end - i - (b[i] == '-' ? 1 : 0) > 18) {
             throw NotPlain.INSTANCE;
         }
-        if (i < b.length && (b[i] == '.' || b[i] == 'e' || b[i] == 'E')) {
+        if (end < b.length && (b[end] == '.' || b[end] == 'e' || b[end] == 'E')) {
             throw NotPlain.INSTANCE;  // a fraction or exponent: not this field's kind
+        }
+        return end;
+    }
+
+    /** The end of a number's integer part at {@code i}: an optional minus sign, then at least one
+     * digit, no leading zero. */
+    private static int integerPart(byte[] b, int i) throws NotPlain {
+        int first = i < b.length && b[i] == '-' ? i + 1 : i;
+        int end = digitsEnd(b, first);
+        if (end == first || (end - first > 1 && b[first] == '0')) {
+            throw NotPlain.INSTANCE;
+        }
+        return end;
+    }
+
+    private static int digitsEnd(byte[] b, int i) {
+        while (i < b.length && b[i] >= '0' && b[i] <= '9') {
+            i++;
         }
         return i;
     }
@@ -258,38 +290,21 @@ public final class RecordParser implements UDF1<byte[], Row> {
      * other by {@link Double#parseDouble} (correctly rounded, as Jackson's). */
     private static int number(byte[] b, int i, int field, Object[] out) throws NotPlain {
         int start = i;
-        if (i < b.length && b[i] == '-') {
-            i++;
-        }
-        int digits = i;
-        while (i < b.length && b[i] >= '0' && b[i] <= '9') {
-            i++;
-        }
-        int n = i - digits;
-        if (n == 0 || (n > 1 && b[digits] == '0')) {
-            throw NotPlain.INSTANCE;
-        }
+        i = integerPart(b, i);
+        int n = i - start - (b[start] == '-' ? 1 : 0);
         boolean integral = true;
         if (i < b.length && b[i] == '.') {
             integral = false;
-            int fraction = ++i;
-            while (i < b.length && b[i] >= '0' && b[i] <= '9') {
-                i++;
-            }
+            int fraction = i + 1;
+            i = digitsEnd(b, fraction);
             if (i == fraction) {
                 throw NotPlain.INSTANCE;
             }
         }
         if (i < b.length && (b[i] == 'e' || b[i] == 'E')) {
             integral = false;
-            i++;
-            if (i < b.length && (b[i] == '+' || b[i] == '-')) {
-                i++;
-            }
-            int exponent = i;
-            while (i < b.length && b[i] >= '0' && b[i] <= '9') {
-                i++;
-            }
+            int exponent = i + 1 < b.length && (b[i + 1] == '+' || b[i + 1] == '-') ? i + 2 : i + 1;
+            i = digitsEnd(b, exponent);
             if (i == exponent) {
                 throw NotPlain.INSTANCE;
             }
