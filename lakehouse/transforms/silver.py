@@ -25,6 +25,7 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.catalog import table
+from lakehouse.jvm import jvm_class
 from lakehouse.records import RECORD_TYPES, SCHEMA_VERSION
 from lakehouse.settings import ValidationSettings
 from lakehouse.transforms import built_once
@@ -105,24 +106,19 @@ def plain_record_parser() -> Callable[[Column], Column] | None:
     from pyspark.sql.classic.column import _to_seq
 
     sc = SparkContext._active_spark_context
-    parser_class = getattr(sc._jvm, PLAIN_RECORD_PARSER)
+    parser_class = jvm_class(sc, PLAIN_RECORD_PARSER)
     if not isinstance(parser_class, JavaClass):
         log.info("silver: %s not on the class path; from_json parses every record", PLAIN_RECORD_PARSER)
         return None
-    gateway = sc._gateway
-    names, kinds = (gateway.new_array(sc._jvm.java.lang.String, len(RECORD_TYPES)) for _ in range(2))
-    for i, (name, kind) in enumerate(RECORD_TYPES.items()):
-        names[i], kinds[i] = name, kind
-    udf = parser_class.udf(names, kinds, PARSED_SCHEMA.json())
+    udf = parser_class.udf(PARSED_SCHEMA.json())
     return lambda value: Column(udf.apply(_to_seq(sc, [value._jc])))
 
 
 @built_once
 def _parse_columns() -> tuple[Column, Column, Column]:
-    schema = PARSED_SCHEMA
     raw = F.col("value").cast("string")  # the bytes as they are; checked before anything reads them
     text = F.when(~F.col("_invalid_utf8"), raw)
-    parsed = F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+    parsed = F.from_json(text, PARSED_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
     plain = plain_record_parser()
     if plain is not None:  # from_json for what the plain parser leaves (null)
         parsed = F.coalesce(plain(F.when(~F.col("_invalid_utf8"), F.col("value"))), parsed)

@@ -8,7 +8,15 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.sql.api.java.UDF1;
 import org.apache.spark.sql.expressions.UserDefinedFunction;
 import org.apache.spark.sql.functions;
+import org.apache.spark.sql.types.ArrayType;
+import org.apache.spark.sql.types.BooleanType;
 import org.apache.spark.sql.types.DataType;
+import org.apache.spark.sql.types.DoubleType;
+import org.apache.spark.sql.types.IntegerType;
+import org.apache.spark.sql.types.LongType;
+import org.apache.spark.sql.types.StringType;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
 
 /**
  * A Kafka record's JSON bytes parsed into the record's fields, for the records that need nothing
@@ -20,9 +28,9 @@ import org.apache.spark.sql.types.DataType;
  *
  * <p>{@code from_json} reads each record through a new character reader and Jackson's general
  * parser, with a converter per value (about two thirds of silver's parse and validate); this
- * reads the bytes once. The fields and their kinds are given by the caller, from the record
- * contract (lakehouse.records.RECORD_TYPES): string, long, int, double, boolean, array&lt;int&gt;.
- * The row has one more field, last, always null: from_json's corrupt-record column.
+ * reads the bytes once. The fields and their types are the row type the caller gives (the record
+ * contract, lakehouse.records.RECORD_TYPES: string, long, int, double, boolean, array&lt;int&gt;),
+ * whose last field is from_json's corrupt-record column, always null here.
  */
 public final class RecordParser implements UDF1<byte[], Row> {
     private static final long serialVersionUID = 1L;
@@ -32,39 +40,51 @@ public final class RecordParser implements UDF1<byte[], Row> {
     private final byte[][] names;
     private final int[] kinds;
 
-    /** {@code names[i]} of kind {@code kinds[i]} (string, long, int, double, boolean, array&lt;int&gt;). */
-    public RecordParser(String[] names, String[] kinds) {
-        if (names.length != kinds.length || names.length > 63) {
-            throw new IllegalArgumentException("one kind per field, at most 63 fields");
+    /** The parser of the record fields {@code fields} (string, long, int, double, boolean, array&lt;int&gt;). */
+    public RecordParser(StructField[] fields) {
+        if (fields.length > 63) {
+            throw new IllegalArgumentException("at most 63 fields");
         }
-        this.names = new byte[names.length][];
-        this.kinds = new int[kinds.length];
-        for (int i = 0; i < names.length; i++) {
-            this.names[i] = names[i].getBytes(StandardCharsets.UTF_8);
-            this.kinds[i] = kind(kinds[i]);
+        this.names = new byte[fields.length][];
+        this.kinds = new int[fields.length];
+        for (int i = 0; i < fields.length; i++) {
+            this.names[i] = fields[i].name().getBytes(StandardCharsets.UTF_8);
+            this.kinds[i] = kind(fields[i].dataType());
         }
     }
 
     /**
-     * The parser as a UDF of {@code value} (binary) returning a row of {@code schemaJson} (the
-     * record's fields in the order of {@code names}, then the corrupt-record column). Made here, where
-     * Java picks {@code functions.udf(UDF1, DataType)}: from Python, Py4J may pick the untyped
+     * The parser as a UDF of {@code value} (binary) returning a row of {@code rowTypeJson}: the
+     * record's fields, then the corrupt-record column. Made here, where Java picks
+     * {@code functions.udf(UDF1, DataType)}: from Python, Py4J may pick the untyped
      * {@code udf(Object, DataType)}, which Spark refuses.
      */
-    public static UserDefinedFunction udf(String[] names, String[] kinds, String schemaJson) {
-        return functions.udf(new RecordParser(names, kinds), DataType.fromJson(schemaJson)).withName("plain_record");
+    public static UserDefinedFunction udf(String rowTypeJson) {
+        StructType row = (StructType) DataType.fromJson(rowTypeJson);
+        StructField[] fields = row.fields();
+        return functions.udf(new RecordParser(Arrays.copyOf(fields, fields.length - 1)), row).withName("plain_record");
     }
 
-    private static int kind(String name) {
-        switch (name) {
-            case "string": return STRING;
-            case "long": return LONG;
-            case "int": return INT;
-            case "double": return DOUBLE;
-            case "boolean": return BOOLEAN;
-            case "array<int>": return INT_ARRAY;
-            default: throw new IllegalArgumentException("unsupported kind " + name);
+    private static int kind(DataType type) {
+        if (type instanceof StringType) {
+            return STRING;
         }
+        if (type instanceof LongType) {
+            return LONG;
+        }
+        if (type instanceof IntegerType) {
+            return INT;
+        }
+        if (type instanceof DoubleType) {
+            return DOUBLE;
+        }
+        if (type instanceof BooleanType) {
+            return BOOLEAN;
+        }
+        if (type instanceof ArrayType && ((ArrayType) type).elementType() instanceof IntegerType) {
+            return INT_ARRAY;
+        }
+        throw new IllegalArgumentException("unsupported type " + type.simpleString());
     }
 
     /** Thrown where the record is not plain: {@code from_json} decides. Carries no stack trace. */
