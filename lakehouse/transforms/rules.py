@@ -27,6 +27,7 @@ from lakehouse.settings import RulesSettings
 from lakehouse.transforms import built_once
 
 EARTH_RADIUS_M = 6_371_000.0
+_SEPARATOR = ","  # between the names of the rules that fired (no name holds one)
 
 
 @dataclass(frozen=True)
@@ -99,5 +100,11 @@ def _fired(cfg: RulesSettings) -> tuple[Column, Column]:
     bound to no DataFrame, and building it is ~200 calls into the JVM (every micro-batch before)."""
     fired = [F.when(F.coalesce(rule.condition(cfg), F.lit(False)), F.lit(rule.name))
              for rule in RULES if rule.enabled(cfg)]
-    names = F.filter(F.array(*fired), lambda x: x.isNotNull()) if fired else F.array().cast("array<string>")
-    return names, F.size("rules") > 0
+    none = F.array().cast("array<string>")
+    if not fired:
+        return none, F.lit(False)
+    # The names that fired joined by commas (concat_ws skips nulls), split back into an array:
+    # compiled expressions. Filtering the nulls out of an array of every rule (a lambda, which
+    # Spark interprets row by row) cost 0.7-0.8 s of a batch of a million states on 2 cores.
+    joined = F.concat_ws(_SEPARATOR, *fired)
+    return F.when(joined != "", F.split(joined, _SEPARATOR)).otherwise(none), F.size("rules") > 0
