@@ -80,6 +80,18 @@ def test_position_jump_uses_the_previous_state_from_an_earlier_batch(spark, scor
                    ("000004", 0): [], ("000004", 10): []}
 
 
+@pytest.mark.parametrize("duration", ["2 minutes", "90 seconds", "1 hour", "1 day"])
+def test_with_window_gives_the_window_spark_gives(spark, duration):
+    # Times on, next to and between window bounds, before the epoch, fractions of a second, null.
+    micros = [0, 1, -1, 59_999_999, 60_000_000, 119_999_999, 120_000_000, 1_796_000_123_456_789,
+              -120_000_001, -7_776_000_000_001, 86_399_999_999, 86_400_000_000, None]
+    df = spark.createDataFrame([(m,) for m in micros], "m long").selectExpr("timestamp_micros(m) AS event_time")
+    spark_windows = df.select("event_time", F.window("event_time", duration).alias("w")).select(
+        "event_time", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"))
+    assertDataFrameEqual(df.transform(G.with_window(duration)), spark_windows)
+    assert df.transform(G.with_window(duration)).count() == len(micros) - 1  # the null event time: dropped
+
+
 def test_window_counts_are_distinct_aircraft(spark, scored, base_settings):
     states = [*track("000001", T0, 3, step=40),  # three reports in window [T0, T0+2min)
               state("000002", T0 + 5, on_ground=True, velocity=10.0, origin_country="France"),
