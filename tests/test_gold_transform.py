@@ -80,6 +80,21 @@ def test_position_jump_uses_the_previous_state_from_an_earlier_batch(spark, scor
                    ("000004", 0): [], ("000004", 10): []}
 
 
+def test_an_aircraft_under_two_countries_counts_once_per_window_and_once_per_country(scored, base_settings):
+    # One aircraft changes its origin country within a window (one partial per country), flagged
+    # and airborne under one of them only; the window counts it once, each country once.
+    states = [state("000001", T0, squawk="7700"), state("000001", T0 + 10, origin_country="Austria", on_ground=True),
+              state("000002", T0 + 20, on_ground=True, origin_country="Austria")]
+    windowed = scored(states).transform(G.with_window(base_settings.gold.window_duration))
+    partials = G.window_partials(windowed)
+    assert partials.count() == 3
+    stats = G.window_stats(partials).collect()
+    assert [(r.aircraft, r.airborne, r.position_reports, r.anomalies) for r in stats] == [(2, 1, 3, 1)]
+    countries = {r.origin_country: (r.aircraft, r.airborne, r.position_reports)
+                 for r in G.country_counts(partials).collect()}
+    assert countries == {"Germany": (1, 1, 1), "Austria": (2, 0, 2)}
+
+
 @pytest.mark.parametrize("duration", ["2 minutes", "90 seconds", "1 hour", "1 day"])
 def test_with_window_gives_the_window_spark_gives(spark, duration):
     # Times on, next to and between window bounds, before the epoch, fractions of a second, null.
