@@ -177,9 +177,12 @@ def test_bytes_that_are_not_utf8_are_quarantined_and_every_table_stays_readable(
 
 
 @pytest.mark.integration
-def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake):
+@pytest.mark.parametrize("compiled", [False, True], ids=["interpreted", "compiled"])
+def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake, monkeypatch, compiled):
     """Policy: dedup state covers silver.dedup_watermark (here 10 minutes) behind the newest
-    event time; a duplicate older than that is not looked up, kept, and counted as unchecked."""
+    event time; a duplicate older than that is not looked up, kept, and counted as unchecked.
+    Both ways a batch is deduplicated: interpreted (small batches) and compiled (large ones)."""
+    monkeypatch.setattr(silver, "COMPILED_DEDUP_ROWS", 0 if compiled else 10**9)
     first = track("3c6444", T0, 3) + [state("4ca1b2", T0 + 1200)]
     produce(lake, as_records(first))
     run_once(spark, lake, bronze, silver)

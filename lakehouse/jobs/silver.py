@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -65,6 +66,11 @@ CRASH_POINTS = ("before_write", "after_quarantine", "after_stats", "after_flight
 # Rows of a batch's flights per task and file written (see prepare_silver): a batch of 10,000 states
 # is one file; at 10,000 states/s (600,000 rows a batch) each of 3 Kafka partitions is one task.
 FLIGHT_ROWS_PER_FILE = 250_000
+# A batch of at least this many valid rows is deduplicated with its expressions compiled. The
+# flight columns hold the batch's processed_at as a literal, which Spark writes into the code, so
+# their class is compiled anew every batch (~30 ms); compiled, a row costs ~0.75 us less (the
+# deduplication of a million states 4.0-4.3 -> 3.2-3.5 s on 2 cores).
+COMPILED_DEDUP_ROWS = 50_000
 
 # The newest event time of the batches each silver app has committed, kept between the
 # micro-batches of one process: (dedup stats table, app) -> (batch id, newest event time through
@@ -222,8 +228,10 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     # Deduplication shuffles only the keys, so the rows keep the batch's partitions (one per Kafka
     # partition or bronze file): merged to about FLIGHT_ROWS_PER_FILE rows each, as a shuffle
     # (adaptively coalesced) used to, so that a small batch is one file of silver.flights, not many.
-    tasks = max(1, -(-counts.get(True, 0) // FLIGHT_ROWS_PER_FILE))
-    flights = good.transform(drop_duplicates(known, horizon)).coalesce(tasks).localCheckpoint(eager=True)
+    n_good = counts.get(True, 0)
+    tasks = max(1, -(-n_good // FLIGHT_ROWS_PER_FILE))
+    with compiled_expressions(spark) if n_good >= COMPILED_DEDUP_ROWS else nullcontext():
+        flights = good.transform(drop_duplicates(known, horizon)).coalesce(tasks).localCheckpoint(eager=True)
     n_flights = flights.count()
     return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, span["late"],
                        flights, _later(before, span["hi"]), span["hi"])
