@@ -12,6 +12,7 @@ packages to the executors as one zip (:func:`code_archive`).
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import logging
@@ -154,10 +155,40 @@ def heap_region_mb(heap: str) -> int | None:
 # cores (-Xlog:gc). With 75 %: 22 cycles, ~23 s, no full collection (docs/scaling.md).
 G1_MARKING = ("-XX:-G1UseAdaptiveIHOP", "-XX:InitiatingHeapOccupancyPercent=75")
 
+# JDK 17-21: an allocation that finds threads in JNI critical sections (Snappy and zstd working
+# on byte arrays) waits for them and a collection at most twice, then fails with OutOfMemoryError
+# although the heap has room ("Retried waiting for GCLocker too often", JDK-8192647). It stopped
+# the full bench's `run all` on a million states once, in its bronze write. A hundred retries
+# instead; JDK 22 and later pin regions for JNI (JEP 423) and retire the option.
+GCLOCKER_RETRIES = ("-XX:+UnlockDiagnosticVMOptions", "-XX:GCLockerRetryAllocationCount=100")
+_JAVA_VERSION = re.compile(r'^JAVA_VERSION="(?:1\.)?(\d+)', re.M)
+
+
+@functools.cache
+def java_major_version() -> int | None:
+    """The major version of the JDK Spark starts (``$JAVA_HOME``, else ``java`` on the PATH), read
+    from the JDK's ``release`` file; None when unknown."""
+    home = os.environ.get("JAVA_HOME")
+    if not home:
+        java = shutil.which("java")
+        home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else None
+    try:
+        match = _JAVA_VERSION.search(Path(home, "release").read_text()) if home else None
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def gclocker_options() -> tuple[str, ...]:
+    """:data:`GCLOCKER_RETRIES` for a JDK that has the option (17-21), else nothing."""
+    major = java_major_version()
+    return GCLOCKER_RETRIES if major is not None and major < 22 else ()
+
 
 def java_options(settings: Settings, cache: str) -> str:
     """The driver JVM's options: the log configuration, G1's region size for the heap
-    (:func:`heap_region_mb`) and marking threshold (:data:`G1_MARKING`), then
+    (:func:`heap_region_mb`), marking threshold (:data:`G1_MARKING`) and allocation retries
+    (:func:`gclocker_options`), then
     ``spark.java_options`` (later options win).
 
     Several options are one option naming a file that holds them (``-XX:VMOptionsFile``, in
@@ -166,7 +197,7 @@ def java_options(settings: Settings, cache: str) -> str:
     region = heap_region_mb(settings.spark.driver_memory)
     g1 = f"-XX:G1HeapRegionSize={region}m" if region else ""
     options = " ".join(o for o in (f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}", g1, *G1_MARKING,
-                                   settings.spark.java_options.strip()) if o)
+                                   *gclocker_options(), settings.spark.java_options.strip()) if o)
     if not any(c.isspace() for c in options):
         return options
     text = options + "\n"

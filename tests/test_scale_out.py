@@ -29,8 +29,10 @@ from lakehouse.settings import load_settings
 from lakehouse.spark import (
     G1_MARKING,
     code_archive,
+    gclocker_options,
     hadoop_version,
     heap_region_mb,
+    java_major_version,
     s3_credentials_conf,
     spark_conf,
     spark_packages,
@@ -103,7 +105,8 @@ def test_java_options_follow_the_log_configuration_in_one_word_and_reach_the_jvm
     assert value.startswith(f"-XX:VMOptionsFile={tmp_path}/jvm-") and value.split() == [value]
     options = open(value.split("=", 1)[1]).read().split()
     assert options[0].startswith("-Dlog4j2.configurationFile=file:")
-    assert options[1:] == ["-XX:G1HeapRegionSize=16m", *G1_MARKING, "-XX:+UseSerialGC", "-Dx=1"]  # 2g (conf/test.yaml)
+    assert options[1:] == ["-XX:G1HeapRegionSize=16m", *G1_MARKING, *gclocker_options(), "-XX:+UseSerialGC",
+                           "-Dx=1"]  # 2g (conf/test.yaml)
     # A real JVM reads the file: the collector it names is the one it runs.
     flags = subprocess.run(["java", value, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True,
                            check=True).stdout
@@ -118,6 +121,10 @@ def test_java_options_follow_the_log_configuration_in_one_word_and_reach_the_jvm
         assert re.search(rf"\bG1HeapRegionSize\s+= {region_mb * 2**20}\b", flags), (heap, user)
         # Marking starts at a fixed three quarters of the heap, not at G1's adaptive guess.
         assert re.search(r"\bG1UseAdaptiveIHOP\s+= false", flags) and re.search(r"\bInitiatingHeapOccupancyPercent\s+= 75\b", flags)
+        # On JDK 17-21, an allocation held up by JNI critical sections is retried a hundred times.
+        assert java_major_version() is not None
+        if java_major_version() < 22:
+            assert re.search(r"\bGCLockerRetryAllocationCount\s+= 100\b", flags)
     # A user's own threshold wins as well.
     value = spark_conf(_settings(OPENSKY_LAKEHOUSE_SPARK__JAVA_OPTIONS="-XX:+G1UseAdaptiveIHOP -XX:InitiatingHeapOccupancyPercent=45",
                                  OPENSKY_LAKEHOUSE_SPARK__CACHE_DIR=str(tmp_path)))["spark.driver.extraJavaOptions"]
