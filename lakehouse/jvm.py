@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+
+def java_executable() -> str | None:
+    """The ``java`` Spark and the local Kafka broker start: ``$JAVA_HOME/bin/java``, else the
+    one on the PATH; None when there is none."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and Path(java_home, "bin", "java").is_file():
+        return str(Path(java_home, "bin", "java"))
+    return shutil.which("java")
+
 
 def jvm_class(spark, name: str):
     """The JVM class of fully qualified ``name``, looked up by its whole name at once.

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
+from lakehouse.jvm import java_executable
 from lakehouse.settings import Settings, join_path, resolve_path
 
 log = logging.getLogger(__name__)
@@ -166,12 +167,10 @@ _JAVA_VERSION = re.compile(r'^JAVA_VERSION="(?:1\.)?(\d+)', re.M)
 
 @functools.cache
 def java_major_version() -> int | None:
-    """The major version of the JDK Spark starts (``$JAVA_HOME``, else ``java`` on the PATH), read
+    """The major version of the JDK Spark starts (:func:`lakehouse.jvm.java_executable`), read
     from the JDK's ``release`` file; None when unknown."""
-    home = os.environ.get("JAVA_HOME")
-    if not home:
-        java = shutil.which("java")
-        home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else None
+    java = java_executable()
+    home = os.path.dirname(os.path.dirname(os.path.realpath(java))) if java else None
     try:
         match = _JAVA_VERSION.search(Path(home, "release").read_text()) if home else None
     except OSError:

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lakehouse.jvm import java_executable
 from lakehouse.kafka_admin import end_offsets, ensure_topic
 from lakehouse.net import free_port
 from lakehouse.settings import Settings, resolve_path
@@ -250,10 +251,7 @@ def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int) 
 
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and Path(java_home, "bin", "java").is_file():
-        return str(Path(java_home, "bin", "java"))
-    found = shutil.which("java")
+    found = java_executable()
     if not found:
         raise BrokerError("java not found: install a Java 17+ runtime (e.g. apt install openjdk-17-jre-headless)")
     return found
