@@ -30,3 +30,12 @@ def hadoop_path(spark, path: str):
     """``path`` as a Hadoop ``Path`` and its file system: ``(fs, path)``."""
     jpath = jvm_class(spark, "org.apache.hadoop.fs.Path")(path)
     return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
+
+
+def read_text(spark, fs, path) -> str:
+    """The whole file at Hadoop ``path`` of file system ``fs`` (:func:`hadoop_path`), as UTF-8 text."""
+    stream = fs.open(path)
+    try:
+        return jvm_class(spark, "org.apache.commons.io.IOUtils").toString(stream, "UTF-8")
+    finally:
+        stream.close()

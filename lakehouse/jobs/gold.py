@@ -35,7 +35,7 @@ from lakehouse.jobs.crash import crash_point
 from lakehouse.jobs.delta_io import BatchWrites, app_id
 from lakehouse.jobs.progress import JobSteps
 from lakehouse.jobs.streams import interval, read_delta_stream, start_stream
-from lakehouse.jvm import hadoop_path, jvm_class
+from lakehouse.jvm import hadoop_path, read_text
 from lakehouse.settings import Settings
 from lakehouse.spark import compiled_expressions, merged_partitions
 from lakehouse.table_setup import ensure_table
@@ -104,11 +104,7 @@ def batch_model(spark, settings: Settings, checkpoint: str, batch_id: int):
     source = model_source(settings)
     fs, path = hadoop_path(spark, f"{checkpoint}/models/{batch_id}")
     if fs.exists(path):
-        stream = fs.open(path)
-        try:
-            recorded = json.loads(jvm_class(spark, "org.apache.commons.io.IOUtils").toString(stream, "UTF-8"))
-        finally:
-            stream.close()
+        recorded = json.loads(read_text(spark, fs, path))
         log.info("gold batch %d: replayed with the model it first ran with (%s)", batch_id,
                  recorded["model_version"] or "none, rules only")
         return source.version(spark, recorded["model_version"]) if recorded["model_version"] else None
@@ -305,7 +301,8 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, *OUTPUTS, STATE):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["gold"])
-    silver = read_delta_stream(spark, table_path(settings, SOURCE), settings.gold.max_files_per_trigger)
+    silver = read_delta_stream(spark, table_path(settings, SOURCE), settings.gold.max_files_per_trigger,
+                               checkpoint)
     return [start_stream(silver, partial(write_gold_batch, settings=settings, checkpoint=checkpoint), name="gold",
                          checkpoint=checkpoint, every=settings.streaming.gold_trigger, once=once)]
 

@@ -241,7 +241,8 @@ def start(spark, settings: Settings, once: bool = False) -> list:
     for name in (SOURCE, FLIGHTS, QUARANTINE, STATS):
         ensure_table(spark, settings, name)
     checkpoint = checkpoint_path(settings, *LAYER_CHECKPOINTS["silver"])
-    bronze = read_delta_stream(spark, table_path(settings, SOURCE), settings.silver.max_files_per_trigger)
+    bronze = read_delta_stream(spark, table_path(settings, SOURCE), settings.silver.max_files_per_trigger,
+                               checkpoint)
     return [start_stream(bronze, partial(write_silver_batch, settings=settings, checkpoint=checkpoint), name="silver",
                          checkpoint=checkpoint, every=settings.streaming.silver_trigger, once=once)]
 
