@@ -196,6 +196,40 @@ def test_duplicate_later_than_the_watermark_is_kept_and_counted(spark, lake, mon
     assert (counts["duplicates"], counts["unchecked_late_rows"], counts["holds"]) == (1, 1, True)
 
 
+@pytest.mark.integration
+def test_a_batch_looks_its_keys_up_in_the_batch_before_only_when_no_older_batch_can_hold_them(spark, lake,
+                                                                                            monkeypatch):
+    """The duplicate look-up reads the flights the previous batch of the process wrote, from
+    memory, when every batch before that one is older than the batch's oldest event time; else
+    silver.flights. Duplicates of the batch before and of older batches are dropped either way."""
+    looked_up = []
+    real = silver.known_flights
+
+    def spy(*args):
+        kept = [entry[2] for entry in silver._WRITTEN.values()]
+        known = real(*args)
+        looked_up.append("memory" if any(known is df for df in kept) else "table")
+        return known
+
+    monkeypatch.setattr(silver, "known_flights", spy)
+    batches = [
+        track("3c6444", T0, 3),  # T0, +10, +20: the first batch, nothing to look up
+        [state("3c6444", T0 + 20), state("3c6444", T0 + 30)],  # +20 again; the batch before has no "before"
+        [state("3c6444", T0 + 30), state("3c6444", T0 + 40)],  # +30 again, only in the batch before
+        [state("3c6444", T0 + 20), state("3c6444", T0 + 50)],  # +20 again: an older batch has it
+    ]
+    for states in batches:
+        produce(lake, as_records(states))
+        run_once(spark, lake, bronze, silver)
+
+    assert looked_up == ["table", "table", "memory", "table"]
+    times = [r.time_position for r in read(spark, lake, "silver.flights").where("icao24 = '3c6444'")
+             .orderBy("time_position").collect()]
+    assert times == [T0 + 10 * i for i in range(6)]  # each once
+    counts = accounting(lake)
+    assert (counts["duplicates"], counts["holds"]) == (3, True)
+
+
 def bronze_df(spark, values, appended=None):
     return spark.createDataFrame(bronze_rows(values, appended), BRONZE_DDL)
 

@@ -78,6 +78,14 @@ COMPILED_DEDUP_ROWS = 50_000
 # trigger at 1,000 states/s); any other batch (a process's first, a replay) reads the table.
 _NEWEST: dict[tuple[str, str], tuple[int, datetime | None]] = {}
 
+# The flights each silver app wrote last, kept between the micro-batches of one process:
+# (flights table, app) -> (batch id, newest event time before that batch, its rows as written,
+# materialized). The next batch looks its keys up in these instead of silver.flights (a Delta
+# snapshot of the table just written and a scan: ~0.35-0.45 s of a 150,000-row batch's
+# deduplication) when no batch before them holds an event time as new as its oldest
+# (:func:`known_flights`). Only with a local master: the rows are a local checkpoint.
+_WRITTEN: dict[tuple[str, str], tuple[int, datetime | None, DataFrame]] = {}
+
 
 _SCHEMAS: dict[str, StructType] = {}
 
@@ -100,6 +108,19 @@ def literal_row(spark, ddl: str, values: tuple) -> DataFrame:
             column = F.lit(value).cast(field.dataType)
         columns.append(column.alias(field.name))
     return spark.range(1, numPartitions=1).select(*columns)
+
+
+def known_flights(spark, settings: Settings, app: str, batch_id: int, since: datetime | None) -> DataFrame:
+    """The silver flights batch ``batch_id`` looks its keys up in, for keys of event time
+    ``since`` or later: the rows the previous batch of this process wrote when every batch
+    before that one is older than ``since`` (so no other row of silver can share a key with the
+    batch), else the table."""
+    path = table_path(settings, FLIGHTS)
+    written = _WRITTEN.pop((path, app), None)
+    if (written is not None and written[0] == batch_id - 1 and since is not None and written[1] is not None
+            and written[1] < since):
+        return written[2]
+    return spark.read.format("delta").load(path)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -151,6 +172,7 @@ class SilverBatch:
     flights: DataFrame
     newest: datetime | None  # through this batch
     newest_here: datetime | None  # of this batch
+    newest_before: datetime | None  # of the batches before this one
 
     @property
     def duplicates(self) -> int:
@@ -175,7 +197,10 @@ class SilverBatch:
 
     def write_flights(self, writes: BatchWrites, step: JobSteps) -> None:
         step("write flights")
-        writes(self.flights, table_path(self.settings, FLIGHTS), self.app, compiled=True)  # a local checkpoint
+        path = table_path(self.settings, FLIGHTS)
+        writes(self.flights, path, self.app, compiled=True)  # a local checkpoint
+        if not writes.replay and self.flights.sparkSession.sparkContext.master.startswith("local"):
+            _WRITTEN[(path, self.app)] = (self.batch_id, self.newest_before, self.flights)
         crash_point("silver", self.batch_id, "after_flights")
         log.info(f"silver batch {self.batch_id}: {self.n_in} bronze rows -> {self.n_flights} flights, "
                  f"{self.n_quarantine} quarantined, {self.duplicates} duplicates dropped"
@@ -219,8 +244,8 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
     span = batch_span(good, horizon).first()
     # The silver keys since the batch's oldest event time (10 minutes of watermark are 600,000
     # rows at 1,000 states/s; the span is a minute or so).
-    known = keys_to_look_up(spark.read.format("delta").load(table_path(settings, FLIGHTS)), horizon,
-                            span["lo"], span["hi"])
+    since = None if horizon is None or span["lo"] is None else max(horizon, span["lo"])
+    known = keys_to_look_up(known_flights(spark, settings, app, batch_id, since), horizon, span["lo"], span["hi"])
     step("deduplicate")
     # Materialized with its lineage cut: writing silver.flights below re-caches every cached plan
     # that reads the table, and the flights of this batch read it (the known keys); recomputed
@@ -234,7 +259,7 @@ def prepare_silver(batch_df, batch_id: int, *, settings: Settings, app: str, ste
         flights = good.transform(drop_duplicates(known, horizon)).coalesce(tasks).localCheckpoint(eager=True)
     n_flights = flights.count()
     return SilverBatch(settings, app, batch_id, to_quarantine(parsed), n_in, n_quarantine, n_flights, span["late"],
-                       flights, _later(before, span["hi"]), span["hi"])
+                       flights, _later(before, span["hi"]), span["hi"], before)
 
 
 def start(spark, settings: Settings, once: bool = False) -> list:
