@@ -116,10 +116,9 @@ def known_flights(spark, settings: Settings, app: str, batch_id: int, since: dat
     before that one is older than ``since`` (so no other row of silver can share a key with the
     batch), else the table."""
     path = table_path(settings, FLIGHTS)
-    written = _WRITTEN.pop((path, app), None)
-    if (written is not None and written[0] == batch_id - 1 and since is not None and written[1] is not None
-            and written[1] < since):
-        return written[2]
+    written_batch, newest_before_it, rows = _WRITTEN.pop((path, app), (None, None, None))
+    if written_batch == batch_id - 1 and since is not None and newest_before_it is not None and newest_before_it < since:
+        return rows
     return spark.read.format("delta").load(path)
 
 

@@ -44,12 +44,12 @@ def start_version(spark, path: str, checkpoint: str) -> int | None:
     fs, log_dir = hadoop_path(spark, f"{path}/_delta_log")
     if not fs.exists(log_dir):
         return None
-    commits = sorted(int(m.group(1)) for s in fs.listStatus(log_dir) if (m := _COMMIT_FILE.match(s.getPath().getName())))
-    if not commits or commits != list(range(len(commits))) or len(commits) > LOG_START_MAX_COMMITS:
+    commits = dict(sorted((int(m.group(1)), s.getPath()) for s in fs.listStatus(log_dir)
+                          if (m := _COMMIT_FILE.match(s.getPath().getName()))))
+    if not commits or list(commits) != list(range(len(commits))) or len(commits) > LOG_START_MAX_COMMITS:
         return None  # commits before a checkpoint cleaned up, or too many to read
     schemas = set()
-    for version in commits:
-        _, commit = hadoop_path(spark, f"{path}/_delta_log/{version:020d}.json")
+    for commit in commits.values():
         for line in read_text(spark, fs, commit).splitlines():
             if not line.strip():
                 continue
